@@ -1,0 +1,78 @@
+"""Error types of billing-recon.
+
+BillingReconError
+├── UserInputError          bad input the user must fix (CLI maps it to exit code 2)
+│   ├── CsvLoadError         a CSV file, row and column that failed validation
+│   └── EmailParseError      an .eml file that cannot be parsed
+├── IllegalTransition       a ticket state change the FSM forbids
+├── ConcurrentTransition    the ticket moved under us (optimistic lock lost)
+├── ApprovalRefused         a decision that cannot count (approver, hash, state)
+├── InvalidApprovalToken    the refund worker's guard
+├── SandboxUnavailable      the sandbox backend cannot run anything at all
+├── AnalysisFailed          one reconciliation attempt failed (retried by the flow)
+└── GatewayError            the payment gateway refused or failed a call
+"""
+
+from __future__ import annotations
+
+
+class BillingReconError(Exception):
+    """Base class of every error raised by billing-recon."""
+
+
+class UserInputError(BillingReconError):
+    """Input the user must fix; the CLI prints it and exits with code 2."""
+
+
+class CsvLoadError(UserInputError):
+    """A CSV value failed validation; nothing was loaded."""
+
+    def __init__(self, file: str, row: int | None, column: str | None, message: str) -> None:
+        self.file, self.row, self.column = file, row, column
+        where = file if row is None else f"{file}, row {row}"
+        where = where if column is None else f"{where}, column {column!r}"
+        super().__init__(f"{where}: {message}")
+
+
+class EmailParseError(UserInputError):
+    """An inbound email could not be read."""
+
+
+class IllegalTransition(BillingReconError):
+    """The ticket FSM does not allow this transition."""
+
+    def __init__(self, source: str, target: str) -> None:
+        self.source, self.target = source, target
+        super().__init__(f"illegal ticket transition {source} -> {target}")
+
+
+class ConcurrentTransition(BillingReconError):
+    """Another worker changed the ticket first; re-read it and decide again."""
+
+
+class ApprovalRefused(BillingReconError):
+    """A decision that cannot count: unknown approver, stale hash, wrong state."""
+
+
+class InvalidApprovalToken(BillingReconError):
+    """The refund worker refuses to move money without a valid token."""
+
+
+class SandboxUnavailable(BillingReconError):
+    """The sandbox backend cannot run code at all (infrastructure, not the script)."""
+
+
+class AnalysisFailed(BillingReconError):
+    """One reconciliation attempt failed; carries the error shown to the model."""
+
+    def __init__(self, message: str, *, attempt: int, script_sha: str) -> None:
+        self.attempt, self.script_sha = attempt, script_sha
+        super().__init__(message)
+
+
+class GatewayError(BillingReconError):
+    """The payment gateway refused or failed a refund call."""
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        self.code, self.status = code, status
+        super().__init__(message)
