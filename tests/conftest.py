@@ -13,6 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.store.db import make_engine, migrate, session_factory
 
+# Offline machines: Prefect must not try to phone home (set before Prefect is imported).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 PG_URL = os.environ.get("BILLING_RECON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

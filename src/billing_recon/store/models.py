@@ -172,6 +172,8 @@ class Ticket(Base):
     approval_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reply: Mapped[str | None] = mapped_column(Text, nullable=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # "host:pid" of the process whose flow run is paused waiting for this ticket's decision.
+    waiter: Mapped[str | None] = mapped_column(String(200), nullable=True)
     approval_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

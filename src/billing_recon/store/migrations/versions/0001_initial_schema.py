@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 05:24:49.804733
+Create Date: 2026-11-24
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def upgrade() -> None:
     sa.Column('approval_token', sa.String(length=64), nullable=True),
     sa.Column('reply', sa.Text(), nullable=True),
     sa.Column('flow_run_id', sa.String(length=64), nullable=True),
+    sa.Column('waiter', sa.String(length=200), nullable=True),
     sa.Column('approval_deadline', billing_recon.store.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', billing_recon.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', billing_recon.store.types.UTCDateTime(timezone=True), nullable=False),

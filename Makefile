@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine with Python 3.11+:
+#   make demo   - create .venv, install pinned packages, run `billing-recon demo`
+#   make test   - create .venv, install pinned packages, run lint, types and the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint pytest install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/billing-recon demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src flows tasks blocks tests
+	$(BIN)/mypy src flows tasks blocks
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint pytest
+
+clean:
+	rm -rf $(VENV) demo billing_recon.db* billing_recon_gateway.db*

@@ -1,0 +1,95 @@
+"""Flow process-ticket: one email through the ticket state machine, resumable at any state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from billing_recon.domain.fsm import Reason, State, is_terminal
+from billing_recon.errors import GatewayError, InvalidApprovalToken
+from billing_recon.store import tickets
+from tasks.approval import wait_for_decision
+from tasks.intake import open_ticket, triage_email
+from tasks.reconcile import advance_analyzed, escalate, reconcile, verify_proposal
+from tasks.refund import draft_reply, execute_refund, record_refunds
+from tasks.retrieval import fetch_invoices
+from tasks.runtime import deps, in_thread
+
+MAX_STEPS = 50
+
+
+async def _reconcile(ticket_id: int) -> None:
+    try:
+        summary = await reconcile(ticket_id)
+    except Exception as exc:
+        # The 4th failed attempt trips the circuit breaker: no further model call.
+        attempts = await in_thread(tickets.events, deps().sessions, ticket_id, "analysis_attempt")
+        await escalate(ticket_id, Reason.CIRCUIT_BREAKER.value, {
+            "error": str(exc), "attempts": len(attempts),
+            "errors": [a.payload.get("error") for a in attempts]})
+        return
+    await verify_proposal(ticket_id, summary)
+
+
+async def _refund(ticket_id: int, ticket_key: str) -> None:
+    try:
+        results = await execute_refund(ticket_id, ticket_key)
+    except InvalidApprovalToken as exc:
+        await escalate(ticket_id, Reason.POLICY_VIOLATION.value, {"error": str(exc)})
+        return
+    except GatewayError as exc:
+        if exc.status is None or exc.status >= 500 or exc.status == 409:
+            raise  # transient: the ticket stays APPROVED; a re-run replays the same keys
+        await escalate(ticket_id, Reason.POLICY_VIOLATION.value,
+                       {"gateway_error": str(exc), "code": exc.code, "status": exc.status})
+        return
+    await record_refunds(ticket_id, results)
+
+
+async def _step(ticket_id: int, wait_s: float) -> bool:
+    """Advance one state; False when the ticket must wait for a decision elsewhere."""
+    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    state = State(ticket.state)
+    if state is State.RECEIVED:
+        await triage_email(ticket_id)
+    elif state is State.TRIAGED:
+        await fetch_invoices(ticket_id)
+    elif state is State.DATA_FETCHED:
+        await _reconcile(ticket_id)
+    elif state is State.ANALYZED:
+        await advance_analyzed(ticket_id)
+    elif state is State.APPROVAL_PENDING:
+        return await wait_for_decision(ticket_id, wait_s)
+    elif state is State.APPROVED:
+        await _refund(ticket_id, ticket.ticket_key or "")
+    elif state is State.REFUNDED:
+        await draft_reply(ticket_id)
+    return True
+
+
+@flow(name="process-ticket", persist_result=False)
+async def process_ticket(
+    email_path: str | None = None,
+    ticket_id: int | None = None,
+    approval_wait_s: float = 3600.0,
+) -> dict[str, Any]:
+    """Run one ticket from its last committed state until it ends or waits for a decision.
+
+    Give ``email_path`` for a new or re-delivered email, or ``ticket_id`` to resume a ticket.
+    """
+    if ticket_id is None:
+        if email_path is None:
+            raise ValueError("process_ticket needs email_path or ticket_id")
+        ticket_id = await open_ticket(email_path)
+    for _ in range(MAX_STEPS):
+        ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+        if is_terminal(State(ticket.state)) or not await _step(ticket_id, approval_wait_s):
+            break
+    else:  # every step moves the ticket on; this many means a bug, not a slow ticket
+        raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")
+    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    get_run_logger().info("%s is %s", tickets.format_ticket_id(ticket_id), ticket.state)
+    return {"ticket_id": tickets.format_ticket_id(ticket_id), "state": ticket.state,
+            "reason": ticket.reason}

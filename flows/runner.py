@@ -1,0 +1,100 @@
+"""How the CLI drives the flows: batches with live updates, resume-or-continue after a decision.
+
+Not a flow itself; the CLI imports it lazily so the core never imports Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from billing_recon.domain.email import parse_email
+from billing_recon.domain.fsm import State, is_terminal
+from billing_recon.steps.intake import read_email
+from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
+from flows.process_ticket import process_ticket
+from flows.reconcile_inbox import reconcile_inbox
+from tasks.approval import ApprovalForm
+from tasks.runtime import deps, in_thread
+
+Update = Callable[[str, Ticket], None]
+POLL_S = 0.1
+
+
+def _reportable(state: str) -> bool:
+    return state == State.APPROVAL_PENDING.value or is_terminal(State(state))
+
+
+async def _watch(ids: dict[str, str], on_update: Update, done: asyncio.Event) -> None:
+    """Call ``on_update(path, ticket)`` once a ticket is reportable and on every later change."""
+    seen: dict[str, str] = {}
+    while True:
+        finished = done.is_set()
+        for path, email_id in ids.items():
+            ticket = await in_thread(tickets.find_by_email, deps().sessions, email_id)
+            if ticket is None or not _reportable(ticket.state):
+                continue
+            if seen.get(path) != ticket.state:
+                seen[path] = ticket.state
+                on_update(path, ticket)
+        if finished:
+            return
+        await asyncio.sleep(POLL_S)
+
+
+async def _run(paths: list[str], wait_s: float, on_update: Update) -> list[dict[str, Any]]:
+    ids = {p: parse_email(read_email(p)).email_id for p in paths}
+    done = asyncio.Event()
+    watcher = asyncio.create_task(_watch(ids, on_update, done))
+    try:
+        return await reconcile_inbox(email_paths=paths, approval_wait_s=wait_s)
+    finally:
+        done.set()
+        await watcher
+
+
+def run_emails(paths: list[str], wait_s: float, on_update: Update) -> list[dict[str, Any]]:
+    """Process emails; report each as it becomes pending or ends, then wait for decisions."""
+    return asyncio.run(_run(paths, wait_s, on_update))
+
+
+def waiter_alive(ticket: Ticket) -> bool:
+    """Whether the process that paused for this ticket still runs on this host."""
+    import socket
+
+    host, _, pid = (ticket.waiter or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resume_waiting(ticket: Ticket, form: dict[str, Any]) -> bool:
+    """Resume the paused run of a decided ticket, if a live process is waiting on it."""
+    from prefect.flow_runs import resume_flow_run
+
+    if not ticket.flow_run_id or not waiter_alive(ticket):
+        return False
+    try:
+        resume_flow_run(UUID(ticket.flow_run_id), run_input=ApprovalForm(**form).model_dump())
+    except Exception:  # the pause timed out or the run is gone: continue it ourselves
+        return False
+    return True
+
+
+async def _continue(ticket_id: int) -> dict[str, Any]:
+    return await process_ticket(ticket_id=ticket_id, approval_wait_s=0)
+
+
+def continue_ticket(ticket_id: int) -> dict[str, Any]:
+    """Run a ticket's flow in this process from its committed state (refund after approval)."""
+    return asyncio.run(_continue(ticket_id))

@@ -1,0 +1,101 @@
+"""The ``billing-recon`` command (SPEC §8).
+
+Commands that run flows import the top-level ``flows`` package lazily, so importing the core
+never imports Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from billing_recon.errors import BillingReconError, UserInputError
+
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # offline machines: no telemetry calls
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",  # stdout stays clean for --json; -v shows flow logs
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="billing-recon", description=__doc__.splitlines()[0])
+    p.add_argument("--db", help="database URL (default: BILLING_RECON_DATABASE_URL or "
+                   "sqlite:///billing_recon.db)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect flow logs")
+    sub = p.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="seed sample data, process the sample inbox, "
+                          "show pending approvals")
+    demo.add_argument("--dir", default="demo", help="where the sample data goes (./demo)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--wait", type=float, default=300.0,
+                      help="seconds to wait for decisions after the table (default 300)")
+    load = sub.add_parser("load", help="import the CSV files of a directory")
+    load.add_argument("data_dir")
+    proc = sub.add_parser("process", help="run the ticket flow for each .eml file")
+    proc.add_argument("emails", nargs="+", metavar="EML")
+    proc.add_argument("--json", action="store_true", help="one JSON object per line")
+    proc.add_argument("--wait", type=float, default=600.0,
+                      help="seconds to wait for pending decisions (default 600)")
+    apps = sub.add_parser("approvals", help="list tickets awaiting a decision")
+    apps.add_argument("--json", action="store_true")
+    for name in ("approve", "reject"):
+        d = sub.add_parser(name, help=f"{name} a ticket's proposed refund")
+        d.add_argument("ticket", metavar="TICKET")
+        d.add_argument("--by", required=True, metavar="NAME", help="approver name")
+        d.add_argument("--note", default="", metavar="TEXT")
+        d.add_argument("--hash", default=None, metavar="PREFIX",
+                       help="refuse unless the current proposal hash starts with PREFIX")
+    tick = sub.add_parser("tickets", help="inspect tickets")
+    tsub = tick.add_subparsers(dest="tickets_command", required=True)
+    show = tsub.add_parser("show", help="state, proposal and full event log")
+    show.add_argument("ticket", metavar="TICKET")
+    show.add_argument("--json", action="store_true")
+    refunds = sub.add_parser("refunds", help="refunds in the ledger")
+    refunds.add_argument("--json", action="store_true")
+    return p
+
+
+def _environment(args: argparse.Namespace) -> None:
+    if args.db:
+        os.environ["BILLING_RECON_DATABASE_URL"] = args.db
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if args.verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 1 on a refused action, 2 on input the user must fix."""
+    args = _parser().parse_args(argv)
+    _environment(args)
+    from billing_recon import commands
+
+    handler = {"demo": commands.demo, "load": commands.load, "process": commands.process,
+               "approvals": commands.approvals, "approve": commands.approve,
+               "reject": commands.reject, "tickets": commands.show_ticket,
+               "refunds": commands.refunds}[args.command]
+    try:
+        return handler(args)
+    except UserInputError as exc:
+        print(f"billing-recon: error: {exc}", file=sys.stderr)
+        return 2
+    except BillingReconError as exc:
+        print(f"billing-recon: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: tickets keep their last committed state", file=sys.stderr)
+        return 130
+
+
+def emit(obj: Any) -> None:
+    """Print one JSON line and flush (consumers read it as soon as it is written)."""
+    print(json.dumps(obj, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""``billing-recon demo``: sample data in, proposals out, checked against the ground truth."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from billing_recon import reports, runtime
+from billing_recon.domain.fsm import State
+from billing_recon.store import tickets
+from billing_recon.store.csv_loader import load_directory
+from billing_recon.store.models import Ticket
+from billing_recon.store.sample_data import generate
+
+# Where a ticket expected to await approval may already be when the demo runs again.
+AFTER_APPROVAL = {("APPROVAL_PENDING", None), ("APPROVED", None), ("REFUNDED", None),
+                  ("CLOSED", "refunded"), ("REJECTED_BY_APPROVER", "rejected_by_approver"),
+                  ("ESCALATED", "approval_timeout")}
+
+
+def matches(expected: dict[str, Any], ticket: Ticket) -> bool:
+    """Whether the ticket's state and proposal equal the ground truth."""
+    if expected.get("refund") != reports.refund_summary(ticket):
+        return False
+    if expected["expected_state"] == State.APPROVAL_PENDING.value:
+        return (ticket.state, ticket.reason) in AFTER_APPROVAL
+    return (expected["expected_state"], expected.get("reason")) == (ticket.state, ticket.reason)
+
+
+def _expected_text(expected: dict[str, Any]) -> str:
+    refund = expected.get("refund")
+    return f"{refund['amount']} {refund['currency']}" if refund else "-"
+
+
+def _proposed_text(ticket: Ticket) -> str:
+    refund = reports.refund_summary(ticket)
+    return f"{refund['amount']} {refund['currency']}" if refund else "-"
+
+
+def _state_text(ticket: Ticket) -> str:
+    return ticket.state + (f"({ticket.reason})" if ticket.reason else "")
+
+
+def _ui_hint() -> str:
+    api = os.environ.get("PREFECT_API_URL", "")
+    if api:
+        return f"or in the Prefect UI: {api.removesuffix('/api')}/runs (open the paused run)"
+    return ("or in the Prefect UI: start `prefect server start`, export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api and run the demo again")
+
+
+class DemoReport:
+    """Collects the first settled state of every email, then prints the table once."""
+
+    def __init__(self, ground_truth: dict[str, Any], total: int) -> None:
+        self.ground_truth, self.total = ground_truth, total
+        self.first: dict[str, Ticket] = {}
+        self.all_reported = threading.Event()
+
+    def update(self, path: str, ticket: Ticket) -> None:
+        """Record a ticket's state; print the table when every email has one."""
+        name = Path(path).name
+        if name in self.first:
+            print(f"{tickets.format_ticket_id(ticket.id)} ({name}) is now {_state_text(ticket)}",
+                  flush=True)
+            return
+        self.first[name] = ticket
+        if len(self.first) == self.total:
+            self.print_table()
+            self.all_reported.set()
+
+    def ok(self) -> bool:
+        """Whether every email's outcome equals its ground truth."""
+        return all(matches(self.ground_truth[n], t) for n, t in self.first.items())
+
+    def print_table(self) -> None:
+        """The per-email table and how to decide the pending tickets."""
+        rows = [[n, tickets.format_ticket_id(t.id), self.ground_truth[n]["kind"],
+                 _expected_text(self.ground_truth[n]), _proposed_text(t), _state_text(t),
+                 "ok" if matches(self.ground_truth[n], t) else "MISMATCH"]
+                for n, t in sorted(self.first.items())]
+        print(reports.table(["email", "ticket", "kind", "expected", "proposed", "state",
+                             "check"], rows))
+        pending = [t for t in self.first.values() if t.state == State.APPROVAL_PENDING.value]
+        good = sum(r[-1] == "ok" for r in rows)
+        print(f"\n{good}/{len(rows)} outcomes equal the ground truth; "
+              f"{len(pending)} tickets await a decision.")
+        if pending:
+            first = tickets.format_ticket_id(min(t.id for t in pending))
+            print(f"\nDecide from a second terminal (same directory):\n"
+                  f"  billing-recon approvals\n  billing-recon approve {first} --by alice\n"
+                  f"  billing-recon reject  {first} --by bob --note 'not owed'\n{_ui_hint()}",
+                  flush=True)
+
+
+def run_demo(directory: Path, seed: int, wait_s: float) -> int:
+    """Generate, load, process; exit 0 only when every outcome equals the ground truth."""
+    from flows import runner
+
+    sample = generate(directory, seed=seed)
+    deps = runtime.build()
+    print(f"Sample data in {directory}/ (seed {seed}); database {deps.settings.database_url}")
+    print(load_directory(deps.sessions, sample.data_dir))
+    paths = [str(p) for p in sorted(sample.inbox_dir.glob("*.eml"))]
+    print(f"Processing {len(paths)} emails...", flush=True)
+    report = DemoReport(sample.ground_truth, len(paths))
+    if wait_s > 0:
+        print(f"(after the table, waiting up to {wait_s:.0f}s for decisions; Ctrl-C stops "
+              "waiting, pending tickets stay pending)", flush=True)
+    runner.run_emails(paths, wait_s, report.update)
+    if not report.all_reported.is_set():
+        report.print_table()
+    return 0 if report.ok() else 1

@@ -1,0 +1,76 @@
+"""The offline model: deterministic rules that answer each agent without any network.
+
+It is the embedded default so the demo and the tests run anywhere. Triage uses patterns,
+analysis returns the trusted rules module's own source as the script, summary fills a template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from billing_recon.llm.port import ChatMessage, Reply, T, Usage
+
+_EMAIL = re.compile(r"<email>\n(.*)\n</email>", re.S)
+_INVOICE = re.compile(r"\bINV-\d{1,12}\b", re.I)
+_AMOUNT = re.compile(r"(?:[$€£]\s?(\d[\d,]*\.\d{2})|(\d[\d,]*\.\d{2})\s?(?:USD|EUR|GBP)\b)")
+_BILLING = re.compile(
+    r"\b(invoice|invoiced|bill|billed|billing|charge|charged|overcharg\w*|refund\w*|payment|"
+    r"paid|price|pricing|tax|credit|subscription|cancel\w*)\b",
+    re.I,
+)
+RULES_SOURCE = Path(__file__).resolve().parent.parent / "domain" / "rules.py"
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (4 characters a token) for usage accounting."""
+    return max(1, len(text) // 4)
+
+
+class OfflineModel:
+    """A ChatModel that needs no network; deterministic for the same input."""
+
+    name = "offline"
+
+    def complete(self, agent: str, messages: list[ChatMessage], schema: type[T]) -> Reply[T]:
+        """Answer with the agent's rule-based output, validated by ``schema``."""
+        handler = {"triage": self._triage, "analysis": self._analysis, "summary": self._summary}
+        if agent not in handler:
+            raise ValueError(f"the offline model has no rules for agent {agent!r}")
+        data = handler[agent](messages)
+        output = schema.model_validate(data)
+        prompt = sum(estimate_tokens(m["content"]) for m in messages)
+        usage = Usage(prompt, estimate_tokens(_dump(output)))
+        return Reply(output=output, usage=usage, model=self.name)
+
+    def _triage(self, messages: list[ChatMessage]) -> dict[str, Any]:
+        match = _EMAIL.search(messages[-1]["content"])
+        text = match.group(1) if match else ""
+        ids = sorted({m.upper() for m in _INVOICE.findall(text)})
+        amounts = [a or b for a, b in _AMOUNT.findall(text)]
+        return {"is_billing": bool(ids or amounts or _BILLING.search(text)),
+                "invoice_ids": ids, "claimed_amounts": amounts}
+
+    def _analysis(self, messages: list[ChatMessage]) -> dict[str, Any]:
+        return {"script": RULES_SOURCE.read_text(encoding="utf-8")}
+
+    def _summary(self, messages: list[ChatMessage]) -> dict[str, Any]:
+        facts = json.loads(messages[-1]["content"])
+        if facts["outcome"] == "refunded":
+            body = (f"we have refunded {facts['amount']} {facts['currency']} for "
+                    f"{', '.join(sorted(facts['invoices'] or {}))}. It should reach your account "
+                    "within 5-10 business days.")
+        elif facts["outcome"] == "no_discrepancy":
+            body = "we reviewed your invoices and found that they were billed correctly."
+        else:
+            body = "after review, we are unable to issue a refund for this request."
+        return {"reply": f"Hello,\n\nThank you for contacting us about ticket "
+                         f"{facts['ticket_id']}: {body}\n\nBest regards,\nBilling team"}
+
+
+def _dump(model: BaseModel) -> str:
+    return model.model_dump_json()

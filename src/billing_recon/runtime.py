@@ -1,0 +1,93 @@
+"""Build the pipeline's dependencies once per process (database, model, sandbox, gateway)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from billing_recon.config import Settings
+from billing_recon.domain.money import to_minor_units
+from billing_recon.llm import registry
+from billing_recon.payments.gateway_server import GatewayServer
+from billing_recon.payments.gateway_store import GatewayStore
+from billing_recon.payments.refunds import RefundClient
+from billing_recon.sandbox.factory import make_sandbox
+from billing_recon.steps.deps import Deps
+from billing_recon.store.db import make_engine, migrate, session_factory
+from billing_recon.store.models import Payment, Refund
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_cache: dict[tuple[object, ...], Deps] = {}
+_gateways: dict[str, GatewayServer] = {}
+_seeded: dict[str, int] = {}
+
+
+def seed_gateway_charges(store: GatewayStore, session: Session) -> int:
+    """Mirror billing payments as gateway charges (existing charges are never changed)."""
+    prior: dict[str, Decimal] = {}
+    for refund in session.scalars(select(Refund)):
+        prior[refund.payment_id] = prior.get(refund.payment_id, Decimal(0)) + refund.amount
+    payments = list(session.scalars(select(Payment).where(Payment.charge_ref.is_not(None))))
+    for pay in payments:
+        refunded = min(prior.get(pay.payment_id, Decimal(0)), pay.amount)
+        store.ensure_charge(pay.charge_ref or "", to_minor_units(pay.amount), pay.currency,
+                            to_minor_units(refunded))
+    return len(payments)
+
+
+def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
+    """Start the local gateway once per process (on loopback) and seed its charges."""
+    with _lock:
+        server = _gateways.get(settings.gateway_db)
+        if server is None:
+            server = GatewayServer(settings.gateway_db).start()
+            _gateways[settings.gateway_db] = server
+            log.info("local payment gateway listening on %s", server.url)
+    with deps.sessions() as session:
+        payments = session.scalar(select(func.count(Payment.payment_id))
+                                  .where(Payment.charge_ref.is_not(None))) or 0
+        if _seeded.get(settings.gateway_db) != payments:  # new billing data since the last seed
+            store = GatewayStore(settings.gateway_db)
+            try:
+                _seeded[settings.gateway_db] = seed_gateway_charges(store, session)
+            finally:
+                store.close()
+    return server.url
+
+
+def build(settings: Settings | None = None) -> Deps:
+    """Deps for these settings, created once per process."""
+    settings = settings or Settings()
+    cache_key = (settings.database_url, settings.llm, settings.sandbox, settings.gateway_url,
+                 settings.gateway_db, str(settings.home), settings.approvers)
+    with _lock:
+        if cache_key in _cache:
+            return _cache[cache_key]
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    deps = Deps(settings=settings, sessions=session_factory(engine),
+                model=registry.build(settings.llm), sandbox=make_sandbox(settings.sandbox),
+                refund_client=lambda: _client(settings, deps))
+    with _lock:
+        return _cache.setdefault(cache_key, deps)
+
+
+def _client(settings: Settings, deps: Deps) -> RefundClient:
+    url = settings.gateway_url or embedded_gateway_url(settings, deps)
+    return RefundClient(settings.stripe_api_key, base_url=url)
+
+
+def reset() -> None:
+    """Forget cached deps and stop embedded gateways (tests, and the end of a CLI command)."""
+    with _lock:
+        _cache.clear()
+        servers = list(_gateways.values())
+        _gateways.clear()
+        _seeded.clear()
+    for server in servers:
+        server.stop()

@@ -1,0 +1,55 @@
+"""open_ticket and triage: an email becomes exactly one ticket, then is triaged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from billing_recon.agents.triage import triage
+from billing_recon.domain.email import parse_email
+from billing_recon.domain.fsm import Reason, State
+from billing_recon.errors import UserInputError
+from billing_recon.steps.deps import Deps
+from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
+
+
+def read_email(path: str) -> bytes:
+    """The raw bytes of an .eml file, with a clear error when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"cannot read email {path}: {exc.strerror}") from exc
+
+
+def open_ticket(deps: Deps, raw: bytes, source: str | None) -> tickets.Opened:
+    """The ticket of this email: a new one in RECEIVED, or the one it already has."""
+    return tickets.open_ticket(deps.sessions, parse_email(raw), source)
+
+
+def raw_email(deps: Deps, ticket: Ticket) -> bytes:
+    """The email exactly as received."""
+    from billing_recon.store.models import InboundEmail
+
+    with deps.sessions() as session:
+        row = session.get(InboundEmail, ticket.email_id)
+    assert row is not None, "a ticket always has its email"
+    return row.raw.encode("utf-8", "surrogateescape")
+
+
+def run_triage(deps: Deps, ticket_id: int, actor: str) -> Ticket:
+    """RECEIVED -> TRIAGED, then CLOSED(not_billing) when the email is not about billing."""
+    ticket = tickets.get(deps.sessions, ticket_id)
+    result = triage(deps.model, parse_email(raw_email(deps, ticket)))
+    usage = {"prompt_tokens": result.usage.prompt_tokens,
+             "completion_tokens": result.usage.completion_tokens}
+    payload = {"is_billing": result.is_billing, "invoice_ids": result.invoice_ids,
+               "claimed_amounts": result.claimed_amounts, "dropped_ids": result.dropped,
+               "model": deps.model.name, "usage": usage}
+    ticket = tickets.transition(deps.sessions, ticket_id, State.TRIAGED, actor=actor,
+                                payload=payload, fields={"triage": payload},
+                                expect=State.RECEIVED)
+    if not result.is_billing:
+        ticket = tickets.transition(deps.sessions, ticket_id, State.CLOSED,
+                                    reason=Reason.NOT_BILLING, actor=actor,
+                                    payload={"why": "triage found no billing intent"})
+    return ticket

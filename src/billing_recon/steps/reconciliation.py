@@ -1,0 +1,176 @@
+"""Reconcile in the sandbox (self-correcting attempts), then verify against the trusted rules."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from billing_recon.agents.analysis import Failure, author_script
+from billing_recon.domain import rules
+from billing_recon.domain.fsm import Reason, State
+from billing_recon.domain.proposal import Proposal, build_proposal
+from billing_recon.errors import AnalysisFailed
+from billing_recon.steps.deps import Deps
+from billing_recon.steps.reply import reply_for
+from billing_recon.store import billing, tickets
+from billing_recon.store.models import Ticket
+from billing_recon.store.types import utcnow
+
+ATTEMPT = "analysis_attempt"
+REASON_CODES = {"duplicate_payment", "price_overcharge", "post_cancellation", "tax_error",
+                "credit_not_applied"}
+_MONEY = re.compile(r"^\d+\.\d{2}$")
+MAX_LOGGED_OUTPUT = 4000
+
+
+def scope_data(deps: Deps, ticket: Ticket) -> dict[str, pd.DataFrame]:
+    """The rows of the ticket's scope, read afresh (parameterised, customer-scoped)."""
+    scope = ticket.scope or {}
+    with deps.sessions() as session:
+        return billing.scope_tables(session, scope["customer_id"], scope["invoice_ids"])
+
+
+def previous_attempts(deps: Deps, ticket_id: int) -> list[dict[str, Any]]:
+    """Every logged analysis attempt of the ticket, oldest first."""
+    return [e.payload for e in tickets.events(deps.sessions, ticket_id, kind=ATTEMPT)]
+
+
+def validate_summary(summary: Any, invoice_ids: list[str]) -> dict[str, Any]:
+    """Check the script's JSON has the expected shape and exactly the in-scope invoices."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("invoices"), dict):
+        raise ValueError('output must be a JSON object with an "invoices" object')
+    invoices: dict[str, Any] = summary["invoices"]
+    if sorted(invoices) != sorted(invoice_ids):
+        raise ValueError(f"output covers {sorted(invoices)}, expected {sorted(invoice_ids)}")
+    for invoice_id, row in invoices.items():
+        if not isinstance(row, dict) or not _MONEY.match(str(row.get("refundable", ""))):
+            raise ValueError(f"{invoice_id}: refundable must be a two-place decimal string")
+        reasons = row.get("reasons")
+        if not isinstance(reasons, list) or not set(reasons) <= REASON_CODES:
+            raise ValueError(f"{invoice_id}: reasons must be a list of known reason codes")
+    return summary
+
+
+def _error_text(result: Any) -> str | None:
+    if result.timed_out:
+        return f"timed out after {result.duration_s:.1f}s"
+    if result.error is not None:
+        return f"{result.error.traceback or ''}\n{result.error.name}: {result.error.value}"
+    if result.exit_code != 0:
+        return f"exited with code {result.exit_code}\n{result.stderr[-2000:]}"
+    return None
+
+
+def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[dict[str, Any] | None, str | None,
+                                                             dict[str, Any]]:
+    files = billing.to_csv_files(scope_data(deps, ticket))
+    result = deps.sandbox.run(script, files)
+    info = {"isolation": result.isolation, "duration_s": round(result.duration_s, 3),
+            "stdout_tail": result.stdout[-MAX_LOGGED_OUTPUT:]}
+    error = _error_text(result)
+    if error is not None:
+        return None, error, info
+    try:
+        summary = validate_summary(result.parse_json_stdout(), ticket.scope["invoice_ids"])
+    except ValueError as exc:
+        return None, f"invalid output: {exc}", info
+    return summary, None, info
+
+
+def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> dict[str, Any]:
+    """One attempt: the model writes (or repairs) a script, the sandbox runs it.
+
+    A failure is logged with the script and the error, then raised as AnalysisFailed so the
+    orchestrator's capped retries run the next attempt with that feedback.
+    """
+    ticket = tickets.get(deps.sessions, ticket_id)
+    before = previous_attempts(deps, ticket_id)
+    failures = [Failure(a["script"], a["error"]) for a in before if not a["ok"]]
+    authored = author_script(deps.model, failures)
+    sha = hashlib.sha256(authored.script.encode()).hexdigest()
+    if any(a["script_sha"] == sha for a in before if not a["ok"]):
+        summary, error, info = None, "the same script failed before (loop detected)", {}
+    else:
+        summary, error, info = _run(deps, authored.script, ticket)
+    usage = {"prompt_tokens": authored.usage.prompt_tokens,
+             "completion_tokens": authored.usage.completion_tokens}
+    tickets.note(deps.sessions, ticket_id, ATTEMPT, actor, {
+        "attempt": len(before) + 1, "ok": error is None, "script_sha": sha,
+        "script": authored.script, "error": error, "model": deps.model.name, "usage": usage,
+        **info})
+    if error is not None:
+        raise AnalysisFailed(error, attempt=len(before) + 1, script_sha=sha)
+    assert summary is not None
+    return summary
+
+
+def _mismatches(sandbox: dict[str, Any], trusted: dict[str, Any]) -> list[str]:
+    out = []
+    for invoice_id, row in sorted(trusted["invoices"].items()):
+        got = sandbox["invoices"].get(invoice_id, {})
+        for field in ("currency", "refundable"):
+            if str(got.get(field)) != str(row[field]):
+                out.append(f"{invoice_id}.{field}: sandbox {got.get(field)} != {row[field]}")
+        if sorted(got.get("reasons", [])) != sorted(row["reasons"]):
+            out.append(f"{invoice_id}.reasons: sandbox {got.get('reasons')} != {row['reasons']}")
+    return out
+
+
+def escalate(deps: Deps, ticket_id: int, reason: Reason, actor: str,
+             payload: dict[str, Any]) -> Ticket:
+    """Any non-terminal state -> ESCALATED(reason), with the evidence in the event log."""
+    return tickets.transition(deps.sessions, ticket_id, State.ESCALATED, reason=reason,
+                              actor=actor, payload=payload)
+
+
+def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: dict[str, Any],
+                    actor: str) -> Ticket:
+    """The trusted rules must agree with the sandbox; then propose, or close with no refund."""
+    ticket = tickets.get(deps.sessions, ticket_id)
+    tables = scope_data(deps, ticket)
+    trusted = rules.summarize(rules.reconcile(tables))
+    mismatches = _mismatches(sandbox_summary, trusted)
+    if mismatches:
+        return escalate(deps, ticket_id, Reason.CROSS_CHECK_MISMATCH, actor,
+                        {"mismatches": mismatches, "sandbox": sandbox_summary,
+                         "trusted": trusted})
+    claimed = (ticket.triage or {}).get("claimed_amounts", [])
+    try:
+        proposal = build_proposal(ticket.ticket_key or "", ticket.customer_id or "",
+                                  trusted["invoices"], billing.payment_balances(tables), claimed)
+    except ValueError as exc:
+        return escalate(deps, ticket_id, Reason.POLICY_VIOLATION, actor, {"error": str(exc)})
+    return _propose(deps, ticket_id, proposal, trusted, actor)
+
+
+def _propose(deps: Deps, ticket_id: int, proposal: Proposal, trusted: dict[str, Any],
+             actor: str) -> Ticket:
+    data = proposal.model_dump(mode="json")
+    tickets.transition(deps.sessions, ticket_id, State.ANALYZED, actor=actor,
+                       payload={"proposal": data, "proposal_hash": proposal.hash(),
+                                "reconciliation": trusted},
+                       fields={"proposal": data, "proposal_hash": proposal.hash()},
+                       expect=State.DATA_FETCHED)
+    return advance_analyzed(deps, ticket_id, actor)
+
+
+def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
+    """ANALYZED -> CLOSED(no_discrepancy) or APPROVAL_PENDING (also used after a crash)."""
+    ticket = tickets.get(deps.sessions, ticket_id)
+    proposal = Proposal.model_validate(ticket.proposal)
+    if proposal.total() == Decimal(0):
+        reply = reply_for(deps, ticket, "no_discrepancy")
+        return tickets.transition(deps.sessions, ticket_id, State.CLOSED,
+                                  reason=Reason.NO_DISCREPANCY, actor=actor,
+                                  payload={"reply": reply}, fields={"reply": reply},
+                                  expect=State.ANALYZED)
+    deadline = utcnow() + timedelta(seconds=deps.settings.approval_timeout_s)
+    return tickets.transition(deps.sessions, ticket_id, State.APPROVAL_PENDING, actor=actor,
+                              payload={"proposal_hash": ticket.proposal_hash,
+                                       "approval_deadline": deadline.isoformat()},
+                              fields={"approval_deadline": deadline}, expect=State.ANALYZED)

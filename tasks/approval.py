@@ -1,0 +1,104 @@
+"""The approval gate in Prefect: pause with a RunInput form until a valid decision arrives."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime
+
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.context import FlowRunContext
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import apause_flow_run
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
+from pydantic import Field
+
+from billing_recon.domain.fsm import State
+from billing_recon.errors import ApprovalRefused
+from billing_recon.steps import approval_gate, presentation
+from billing_recon.store import tickets
+from tasks.intake import ACTOR
+from tasks.runtime import deps, in_thread
+
+# How often a paused run checks for a decision; tests shorten it.
+POLL_INTERVAL_S = int(os.environ.get("BILLING_RECON_PAUSE_POLL_S", "2"))
+
+
+class ApprovalForm(RunInput):
+    """The form the approver fills in the Prefect UI (or the CLI sends)."""
+
+    approve: bool = Field(description="Switch on to approve the refund, off to reject it")
+    approver: str = Field(description="Your name, as on the approver list")
+    note: str = Field(default="", description="Optional note kept with the decision")
+    proposal_hash: str = Field(description="The proposal you decide on (prefilled; do not edit)")
+
+
+def waiter_id() -> str:
+    """Who is waiting: host and pid of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _publish(ticket_id: int) -> tuple[str, str]:
+    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    name = tickets.format_ticket_id(ticket_id)
+    markdown = presentation.proposal_markdown(
+        ticket, f"billing-recon approve {name} --by NAME")
+    key = f"ticket-{ticket_id}"
+    await acreate_markdown_artifact(markdown, key=f"{key}-proposal", description=name)
+    await acreate_table_artifact(presentation.proposal_rows(ticket), key=f"{key}-refunds",
+                                 description=f"{name}: payments to refund")
+    return markdown, ticket.proposal_hash or ""
+
+
+def _seconds_left(ticket: tickets.Ticket, until: datetime) -> float:
+    deadline = min(until, ticket.approval_deadline or until)
+    return (deadline - datetime.now(UTC)).total_seconds()
+
+
+async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
+    """Pause until the ticket is decided; False when this process stops waiting first.
+
+    A refused decision (not an approver, stale hash) is logged and the form reopens: the run
+    goes back to Paused rather than failing (Prefect validates nothing for us here).
+    """
+    logger = get_run_logger()
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context and context.flow_run else None
+    markdown, digest = await _publish(ticket_id)
+    until = datetime.now(UTC).timestamp() + wait_s
+    for pause in range(1_000):
+        ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+        if ticket.state != State.APPROVAL_PENDING.value:
+            return True
+        if await in_thread(approval_gate.expire_if_due, deps(), ticket_id, ACTOR):
+            return True
+        left = _seconds_left(ticket, datetime.fromtimestamp(until, UTC))
+        if left <= 0:
+            return False
+        await in_thread(tickets.note, deps().sessions, ticket_id, "awaiting_decision", ACTOR,
+                        {"flow_run_id": run_id, "waiter": waiter_id(), "pause": pause},
+                        {"flow_run_id": run_id, "waiter": waiter_id()})
+        form = ApprovalForm.with_initial_data(description=markdown, proposal_hash=digest,
+                                              approve=False, approver="")
+        try:
+            answer = await apause_flow_run(wait_for_input=form, timeout=max(1, int(left)),
+                                           poll_interval=POLL_INTERVAL_S,
+                                           key=f"approval-{ticket_id}-{pause}")
+        except FlowPauseTimeout:
+            continue
+        await _apply(ticket_id, answer, logger)
+    return False
+
+
+async def _apply(ticket_id: int, answer: ApprovalForm, logger: object) -> None:
+    current = await in_thread(tickets.get, deps().sessions, ticket_id)
+    if current.state != State.APPROVAL_PENDING.value:
+        return  # decided through the CLI, which also resumed us
+    decision = approval_gate.Decision(approve=answer.approve, approver=answer.approver,
+                                      proposal_hash=answer.proposal_hash, channel="ui",
+                                      note=answer.note)
+    try:
+        await in_thread(approval_gate.record_decision, deps(), ticket_id, decision, "prefect-ui")
+    except ApprovalRefused as exc:
+        logger.warning("decision refused, waiting again: %s", exc)  # type: ignore[attr-defined]

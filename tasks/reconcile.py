@@ -1,0 +1,41 @@
+"""Tasks reconcile (sandboxed, capped retries), verify_proposal and advance_analyzed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from billing_recon.domain.fsm import Reason
+from billing_recon.steps import reconciliation
+from tasks.intake import ACTOR
+from tasks.options import RECONCILE, STEP
+from tasks.runtime import deps, in_thread
+
+
+@task(name="reconcile", **RECONCILE)
+async def reconcile(ticket_id: int) -> dict[str, Any]:
+    """One self-correcting attempt per try; raises AnalysisFailed so Prefect retries it."""
+    return await in_thread(reconciliation.analysis_attempt, deps(), ticket_id, ACTOR)
+
+
+@task(name="verify_proposal", **STEP)
+async def verify_proposal(ticket_id: int, sandbox_summary: dict[str, Any]) -> str:
+    """Cross-check against the trusted rules, then propose or close; returns the new state."""
+    ticket = await in_thread(reconciliation.verify_proposal, deps(), ticket_id, sandbox_summary,
+                             ACTOR)
+    return ticket.state
+
+
+@task(name="advance_analyzed", **STEP)
+async def advance_analyzed(ticket_id: int) -> str:
+    """Finish a ticket left in ANALYZED by a crash."""
+    return (await in_thread(reconciliation.advance_analyzed, deps(), ticket_id, ACTOR)).state
+
+
+@task(name="escalate", **STEP)
+async def escalate(ticket_id: int, reason: str, payload: dict[str, Any]) -> str:
+    """Any non-terminal state -> ESCALATED(reason)."""
+    ticket = await in_thread(reconciliation.escalate, deps(), ticket_id, Reason(reason), ACTOR,
+                             payload)
+    return ticket.state

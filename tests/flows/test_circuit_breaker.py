@@ -1,0 +1,97 @@
+"""The capped, self-correcting analysis: 4 attempts, then the circuit breaker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from billing_recon import runtime
+from billing_recon.agents.schemas import AnalysisOutput
+from billing_recon.llm import registry
+from billing_recon.llm.offline import OfflineModel
+from billing_recon.llm.port import ChatMessage, Reply, T, Usage
+from billing_recon.steps.deps import Deps
+from billing_recon.store import tickets
+from flows.process_ticket import process_ticket
+from tests.flows.conftest import email, gateway_refunds
+
+pytestmark = [pytest.mark.flows, pytest.mark.anyio]
+
+
+class ScriptedAnalysis(OfflineModel):
+    """Offline triage and summary; analysis answers from a script list (then repeats the last)."""
+
+    name = "scripted"
+
+    def __init__(self, scripts: list[str]) -> None:
+        self.scripts, self.analysis_calls = scripts, 0
+
+    def complete(self, agent: str, messages: list[ChatMessage], schema: type[T]) -> Reply[T]:
+        if agent != "analysis":
+            return super().complete(agent, messages, schema)
+        script = self.scripts[min(self.analysis_calls, len(self.scripts) - 1)]
+        self.analysis_calls += 1
+        return Reply(schema.model_validate(AnalysisOutput(script=script).model_dump()),
+                     Usage(10, 10), self.name)
+
+
+def _use(model: ScriptedAnalysis, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.register("scripted", lambda: model)
+    monkeypatch.setenv("BILLING_RECON_LLM", "scripted")
+    runtime.reset()
+
+
+async def test_always_failing_script_gets_exactly_four_attempts_then_escalates(
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ScriptedAnalysis([f"raise RuntimeError('broken {i}')" for i in range(10)])
+    _use(model, monkeypatch)
+    result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
+                                                   "INV-000001 is wrong"), approval_wait_s=0)
+    assert (result["state"], result["reason"]) == ("ESCALATED", "circuit_breaker")
+    tid = tickets.parse_ticket_id(result["ticket_id"])
+    attempts = tickets.events(runtime.build().sessions, tid, "analysis_attempt")
+    assert [a.payload["attempt"] for a in attempts] == [1, 2, 3, 4]
+    assert model.analysis_calls == 4
+    assert all("RuntimeError: broken" in a.payload["error"] for a in attempts)
+    escalation = tickets.events(runtime.build().sessions, tid, "transition")[-1]
+    assert escalation.payload["attempts"] == 4
+    assert gateway_refunds(world) == []
+
+
+async def test_broken_script_is_repaired_on_the_next_attempt(
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = OfflineModel().complete("analysis", [], AnalysisOutput).output.script
+    model = ScriptedAnalysis(["import pandas as pd\nprint(pd.read_csv('nope.csv'))", good])
+    _use(model, monkeypatch)
+    result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
+                                                   "INV-000001 is wrong"), approval_wait_s=0)
+    assert result["state"] == "APPROVAL_PENDING"
+    tid = tickets.parse_ticket_id(result["ticket_id"])
+    attempts = tickets.events(runtime.build().sessions, tid, "analysis_attempt")
+    assert [a.payload["ok"] for a in attempts] == [False, True]
+    assert "FileNotFoundError" in attempts[0].payload["error"]
+
+
+async def test_repeated_script_is_a_failure_without_running_again(
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ScriptedAnalysis(["raise RuntimeError('same')"])
+    _use(model, monkeypatch)
+    result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
+                                                   "INV-000001 is wrong"), approval_wait_s=0)
+    assert result["reason"] == "circuit_breaker"
+    tid = tickets.parse_ticket_id(result["ticket_id"])
+    attempts = tickets.events(runtime.build().sessions, tid, "analysis_attempt")
+    assert "loop detected" in attempts[1].payload["error"]
+    assert "isolation" not in attempts[1].payload  # never reached the sandbox
+
+
+async def test_script_disagreeing_with_trusted_rules_escalates(
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lying = ('import json\nprint(json.dumps({"invoices": {"INV-000001": {"currency": "USD", '
+             '"refundable": "500.00", "reasons": ["price_overcharge"]}}}))')
+    _use(ScriptedAnalysis([lying]), monkeypatch)
+    result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
+                                                   "INV-000001 is wrong"), approval_wait_s=0)
+    assert (result["state"], result["reason"]) == ("ESCALATED", "cross_check_mismatch")
+    assert gateway_refunds(world) == []
