@@ -25,7 +25,7 @@ def load(args: argparse.Namespace) -> int:
     """Import the CSVs of a directory (all or nothing)."""
     deps = runtime.build()
     report = load_directory(deps.sessions, Path(args.data_dir))
-    print(report)
+    print(report.summary())
     return 0
 
 

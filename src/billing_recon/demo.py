@@ -102,7 +102,9 @@ def run_demo(directory: Path, seed: int, wait_s: float) -> int:
     sample = generate(directory, seed=seed)
     deps = runtime.build()
     print(f"Sample data in {directory}/ (seed {seed}); database {deps.settings.database_url}")
-    print(load_directory(deps.sessions, sample.data_dir))
+    loaded = load_directory(deps.sessions, sample.data_dir)
+    print(f"Loaded {loaded.total_inserted} rows ({sum(loaded.already_present.values())} "
+          "already present)")
     paths = [str(p) for p in sorted(sample.inbox_dir.glob("*.eml"))]
     print(f"Processing {len(paths)} emails...", flush=True)
     report = DemoReport(sample.ground_truth, len(paths))

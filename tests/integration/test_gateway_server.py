@@ -195,3 +195,14 @@ def test_two_gateway_processes_on_one_database_refund_once(gateway_db: str) -> N
     assert len(listed["data"]) == 1
     assert set(statuses) <= {200, 409} and 200 in statuses
     assert codes == [0, 0]  # SIGTERM is a clean shutdown
+
+
+def test_idempotency_key_longer_than_255_characters_is_refused(http: httpx.Client) -> None:
+    response = _refund(http, "k" * 256, amount="700")
+    assert response.status_code == 400
+    assert http.get("/v1/charges/ch_1").json()["amount_refunded"] == 0
+
+
+def test_in_memory_sqlite_is_refused() -> None:
+    with pytest.raises(ValueError, match="SQLite file"):
+        GatewayStore("sqlite://")

@@ -66,7 +66,7 @@ def open_store(store_url: str, clock: Clock) -> Iterator[Callable[..., GatewaySt
     opened: list[GatewayStore] = []
 
     def _open(**kwargs: float) -> GatewayStore:
-        store = GatewayStore(store_url, clock=clock, **kwargs)  # type: ignore[arg-type]
+        store = GatewayStore(store_url, clock=clock, **kwargs)
         opened.append(store)
         return store
 

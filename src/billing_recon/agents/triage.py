@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from billing_recon.agents.schemas import TriageOutput
 from billing_recon.domain.email import InboundEmail
+from billing_recon.domain.money import parse_written_amount
 from billing_recon.llm.port import ChatMessage, ChatModel, Usage
 
 INVOICE_ID = re.compile(r"^INV-\d{1,12}$")
@@ -38,11 +38,8 @@ def email_block(email: InboundEmail) -> str:
 
 
 def _clean_amount(raw: str) -> str | None:
-    try:
-        value = Decimal(raw.replace(",", "").strip().lstrip("$€£").strip())
-    except InvalidOperation:
-        return None
-    return f"{value:.2f}" if value.is_finite() and value >= 0 else None
+    value = parse_written_amount(raw)
+    return None if value is None else f"{value:.2f}"
 
 
 def triage(model: ChatModel, email: InboundEmail) -> Triage:

@@ -41,3 +41,22 @@ def from_minor_units(cents: int) -> Decimal:
 def fmt(value: Decimal) -> str:
     """Canonical string of an amount: two places, no exponent."""
     return f"{round_cents(value):.2f}"
+
+
+def parse_written_amount(text: str) -> Decimal | None:
+    """An amount as people write it ("$1,234.50", "50,00 €", "5000"), or None.
+
+    The last of ``.``/``,`` is the decimal separator when two digits or fewer follow it;
+    every other separator groups thousands.
+    """
+    raw = text.strip().strip("$€£").strip()
+    cut = max(raw.rfind("."), raw.rfind(","))
+    if cut >= 0 and 0 < len(raw) - cut - 1 <= 2:
+        raw = raw[:cut].replace(",", "").replace(".", "") + "." + raw[cut + 1:]
+    else:
+        raw = raw.replace(",", "").replace(".", "")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value >= 0 else None

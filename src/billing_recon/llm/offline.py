@@ -13,11 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from billing_recon.domain.money import parse_written_amount
 from billing_recon.llm.port import ChatMessage, Reply, T, Usage
 
 _EMAIL = re.compile(r"<email>\n(.*)\n</email>", re.S)
 _INVOICE = re.compile(r"\bINV-\d{1,12}\b", re.I)
-_AMOUNT = re.compile(r"(?:[$€£]\s?(\d[\d,]*\.\d{2})|(\d[\d,]*\.\d{2})\s?(?:USD|EUR|GBP)\b)")
+_NUMBER = r"\d(?:[\d.,]*\d)?"
+_AMOUNT = re.compile(rf"[$€£]\s?({_NUMBER})|({_NUMBER})\s?(?:€|£|\$|USD\b|EUR\b|GBP\b)")
 _BILLING = re.compile(
     r"\b(invoice|invoiced|bill|billed|billing|charge|charged|overcharg\w*|refund\w*|payment|"
     r"paid|price|pricing|tax|credit|subscription|cancel\w*)\b",
@@ -51,7 +53,8 @@ class OfflineModel:
         match = _EMAIL.search(messages[-1]["content"])
         text = match.group(1) if match else ""
         ids = sorted({m.upper() for m in _INVOICE.findall(text)})
-        amounts = [a or b for a, b in _AMOUNT.findall(text)]
+        amounts = [f"{v:.2f}" for a, b in _AMOUNT.findall(text)
+                   if (v := parse_written_amount(a or b)) is not None]
         return {"is_billing": bool(ids or amounts or _BILLING.search(text)),
                 "invoice_ids": ids, "claimed_amounts": amounts}
 

@@ -57,6 +57,13 @@ class GatewayServer:
             raise RuntimeError("the gateway server is not running")
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def store(self) -> GatewayStore:
+        """The running server's store (to seed charges in-process, say)."""
+        if self._store is None:
+            raise RuntimeError("the gateway server is not running")
+        return self._store
+
     def start(self) -> GatewayServer:
         """Open the store, bind the port, serve in a daemon thread; return once it answers."""
         if self._server is not None:

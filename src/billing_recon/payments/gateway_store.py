@@ -139,6 +139,9 @@ def make_gateway_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
+    if url in ("sqlite://", "sqlite:///") or ":memory:" in url:
+        # Each pooled connection would get its own empty in-memory database.
+        raise ValueError("the gateway needs a SQLite file (sqlite:///path), not :memory:")
     engine = sa.create_engine(url, connect_args={"timeout": 30})
 
     @sa.event.listens_for(engine, "connect")
@@ -147,8 +150,7 @@ def make_gateway_engine(url: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
-        if ":memory:" not in url:
-            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA journal_mode=WAL")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -177,7 +179,12 @@ class GatewayStore:
         """
         self.engine = make_gateway_engine(url)
         self.retention_s, self.lease_s, self.clock = retention_s, lease_s, clock
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.DBAPIError:
+            # Another process created the tables between our check and our CREATE; now they
+            # exist and the second pass only checks.
+            metadata.create_all(self.engine)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -255,10 +262,8 @@ class GatewayStore:
             with self._begin() as conn:
                 try:
                     response = StoredResponse(200, self._create_refund(conn, params))
-                except ApiError:
-                    if claim is not None:
-                        self._release(claim)
-                    raise
+                except ApiError as exc:
+                    response = StoredResponse(exc.status, exc.body())
                 if claim is not None:
                     self._finish(conn, claim, response)
             return response
