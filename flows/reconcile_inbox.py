@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow
+from prefect.client.orchestration import get_client
 
-from billing_recon.domain.fsm import State, is_terminal
+from billing_recon.domain.fsm import State
 from billing_recon.store import tickets
 from flows.process_ticket import process_ticket
 from tasks.intake import open_ticket
@@ -26,12 +28,23 @@ def inbox_paths(inbox: str | None, email_paths: list[str] | None) -> list[str]:
     return [str(p) for p in sorted(Path(inbox).glob("*.eml"))]
 
 
+async def _paused(flow_run_id: str | None) -> bool:
+    if flow_run_id is None:
+        return False
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(flow_run_id))
+    return run.state is not None and run.state.is_paused()
+
+
 async def settled(ticket_id: int, run: asyncio.Task[Any]) -> None:
-    """Wait until the ticket waits for a decision, ends, or its run stops."""
+    """Wait until the ticket's run has finished or is paused for a decision.
+
+    Starting the next run only then keeps writes to the Prefect server sequential: a
+    SQLite-backed server answers concurrent state writes with 503s and 2 s client backoffs.
+    """
     while not run.done():
         ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
-        state = State(ticket.state)
-        if state is State.APPROVAL_PENDING or is_terminal(state):
+        if ticket.state == State.APPROVAL_PENDING.value and await _paused(ticket.flow_run_id):
             return
         await asyncio.sleep(SETTLE_POLL_S)
 

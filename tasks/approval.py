@@ -18,6 +18,7 @@ from billing_recon.domain.fsm import State
 from billing_recon.errors import ApprovalRefused
 from billing_recon.steps import approval_gate, presentation
 from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
 from tasks.intake import ACTOR
 from tasks.runtime import deps, in_thread
 
@@ -51,7 +52,7 @@ async def _publish(ticket_id: int) -> tuple[str, str]:
     return markdown, ticket.proposal_hash or ""
 
 
-def _seconds_left(ticket: tickets.Ticket, until: datetime) -> float:
+def _seconds_left(ticket: Ticket, until: datetime) -> float:
     deadline = min(until, ticket.approval_deadline or until)
     return (deadline - datetime.now(UTC)).total_seconds()
 

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from billing_recon.errors import BillingReconError, UserInputError
 
 PREFECT_DEFAULTS = {
@@ -83,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except UserInputError as exc:
         print(f"billing-recon: error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"billing-recon: error: cannot reach the database: {exc.orig}", file=sys.stderr)
         return 2
     except BillingReconError as exc:
         print(f"billing-recon: {exc}", file=sys.stderr)

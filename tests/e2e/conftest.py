@@ -1,0 +1,116 @@
+"""Run the real ``billing-recon`` command in subprocesses sharing one working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from billing_recon.store.sample_data import SampleSet, generate
+
+CLI = [sys.executable, "-m", "billing_recon.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server on loopback for the CLI tests (saves a start-up per command)."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the Prefect server exited during start-up")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the Prefect server did not become healthy")
+
+
+class Cli:
+    """The command line in a private working directory, Prefect home and signing key."""
+
+    def __init__(self, cwd: Path, api_url: str | None = None) -> None:
+        self.cwd = cwd
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("BILLING_RECON_", "PREFECT_"))}
+        self.env.update({"BILLING_RECON_HOME": str(cwd / "home"), "PREFECT_HOME":
+                         str(cwd / "prefect"), "BILLING_RECON_PAUSE_POLL_S": "1",
+                         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+        if api_url:
+            self.env["PREFECT_API_URL"] = api_url
+
+    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run to completion and capture output."""
+        return subprocess.run([*CLI, *args], cwd=self.cwd, env=self.env, text=True,
+                              capture_output=True, timeout=timeout, check=False)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """Start in the background with stdout as a pipe."""
+        return subprocess.Popen([*CLI, *args], cwd=self.cwd, env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def json(self, *args: str) -> Any:
+        """Run a ``--json`` command and parse its output."""
+        done = self.run(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, prefect_api: str) -> Iterator[Cli]:
+    """A CLI in an empty working directory, talking to the shared Prefect server."""
+    yield Cli(tmp_path, prefect_api)
+    shutil.rmtree(tmp_path / "prefect", ignore_errors=True)
+
+
+@pytest.fixture
+def ephemeral_cli(tmp_path: Path) -> Iterator[Cli]:
+    """A CLI with no Prefect server configured: each command starts an ephemeral one."""
+    yield Cli(tmp_path)
+    shutil.rmtree(tmp_path / "prefect", ignore_errors=True)
+
+
+@pytest.fixture
+def sample(cli: Cli) -> SampleSet:
+    """The sample data set, loaded with ``billing-recon load``."""
+    data = generate(cli.cwd / "sample", seed=7)
+    done = cli.run("load", str(data.data_dir))
+    assert done.returncode == 0, done.stderr
+    return data
