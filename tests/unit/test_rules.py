@@ -17,22 +17,10 @@ import pandas as pd
 import pytest
 
 from billing_recon.domain import rules
+from billing_recon.store import billing
 
 # SPEC §3 columns, so the test tables look like the real ones (extra columns included).
-COLUMNS: dict[str, list[str]] = {
-    "customers": ["customer_id", "name", "email", "currency", "tax_rate", "tax_exempt"],
-    "price_agreements": ["customer_id", "sku", "unit_price", "valid_from", "valid_to"],
-    "subscriptions": ["subscription_id", "customer_id", "sku", "started_at", "cancelled_at"],
-    "invoices": ["invoice_id", "customer_id", "subscription_id", "issued_at", "period_start",
-                 "period_end", "currency", "subtotal", "tax", "total"],
-    "invoice_lines": ["line_id", "invoice_id", "sku", "description", "quantity", "unit_price",
-                      "amount"],
-    "payments": ["payment_id", "invoice_id", "customer_id", "amount", "currency", "paid_at",
-                 "charge_ref"],
-    "refunds": ["refund_id", "payment_id", "amount", "currency", "refunded_at",
-                "idempotency_key"],
-    "credits": ["credit_id", "customer_id", "invoice_id", "amount", "currency", "issued_at"],
-}
+COLUMNS = billing.COLUMNS
 
 # A clean invoice: 1 x 100.00 at 10% tax = 110.00, paid once in full.
 DEFAULTS: dict[str, dict[str, str]] = {

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from billing_recon.domain.money import fmt, round_cents
+from billing_recon.store.billing import COLUMNS as SPEC_COLUMNS
 
 _D = Decimal
 _ZERO = _D("0.00")
@@ -35,20 +36,8 @@ _INBOX_START = datetime(2026, 3, 20, 9, 0, tzinfo=UTC)
 _CET = timezone(timedelta(hours=1))
 
 #: The columns of every SPEC §3 file, in the order they are written.
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "customers.csv": ("customer_id", "name", "email", "currency", "tax_rate", "tax_exempt"),
-    "price_agreements.csv": ("customer_id", "sku", "unit_price", "valid_from", "valid_to"),
-    "subscriptions.csv": ("subscription_id", "customer_id", "sku", "started_at", "cancelled_at"),
-    "invoices.csv": ("invoice_id", "customer_id", "subscription_id", "issued_at", "period_start",
-                     "period_end", "currency", "subtotal", "tax", "total"),
-    "invoice_lines.csv": ("line_id", "invoice_id", "sku", "description", "quantity",
-                          "unit_price", "amount"),
-    "payments.csv": ("payment_id", "invoice_id", "customer_id", "amount", "currency", "paid_at",
-                     "charge_ref"),
-    "refunds.csv": ("refund_id", "payment_id", "amount", "currency", "refunded_at",
-                    "idempotency_key"),
-    "credits.csv": ("credit_id", "customer_id", "invoice_id", "amount", "currency", "issued_at"),
-}
+COLUMNS: dict[str, tuple[str, ...]] = {f"{name}.csv": tuple(cols)
+                                       for name, cols in SPEC_COLUMNS.items()}
 _PLANS = {"PLAN-STARTER": _D("49.00"), "PLAN-TEAM": _D("99.00"), "PLAN-BUSINESS": _D("199.00")}
 _USAGE_PRICES = (_D("0.25"), _D("0.40"), _D("1.10"), _D("2.50"))
 
