@@ -8,11 +8,24 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from billing_recon.domain.fsm import Reason, State, is_terminal
-from billing_recon.errors import GatewayError, InvalidApprovalToken
+from billing_recon.errors import (
+    BudgetExceeded,
+    GatewayError,
+    GlobalBreakerOpen,
+    InvalidApprovalToken,
+    ModelUnavailable,
+)
 from billing_recon.store import tickets
 from tasks.approval import wait_for_decision
+from tasks.budget import escalate_over_budget, hold_for_breaker
 from tasks.intake import open_ticket, triage_email
-from tasks.reconcile import advance_analyzed, escalate, reconcile, verify_proposal
+from tasks.reconcile import (
+    advance_analyzed,
+    escalate,
+    reconcile,
+    trip_circuit_breaker,
+    verify_proposal,
+)
 from tasks.refund import draft_reply, execute_refund, record_refunds
 from tasks.retrieval import fetch_invoices
 from tasks.runtime import deps, in_thread
@@ -23,12 +36,11 @@ MAX_STEPS = 50
 async def _reconcile(ticket_id: int) -> None:
     try:
         summary = await reconcile(ticket_id)
+    except (BudgetExceeded, GlobalBreakerOpen, ModelUnavailable):
+        raise  # the budget and the breaker are the step loop's; an outage fails the run
     except Exception as exc:
         # The 4th failed attempt trips the circuit breaker: no further model call.
-        attempts = await in_thread(tickets.events, deps().sessions, ticket_id, "analysis_attempt")
-        await escalate(ticket_id, Reason.CIRCUIT_BREAKER.value, {
-            "error": str(exc), "attempts": len(attempts),
-            "errors": [a.payload.get("error") for a in attempts]})
+        await trip_circuit_breaker(ticket_id, str(exc))
         return
     await verify_proposal(ticket_id, summary)
 
@@ -83,13 +95,27 @@ async def process_ticket(
         if email_path is None:
             raise ValueError("process_ticket needs email_path or ticket_id")
         ticket_id = await open_ticket(email_path)
-    for _ in range(MAX_STEPS):
-        ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
-        if is_terminal(State(ticket.state)) or not await _step(ticket_id, approval_wait_s):
-            break
-    else:  # every step moves the ticket on; this many means a bug, not a slow ticket
-        raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")
+    held = await _advance(ticket_id, approval_wait_s)
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
     get_run_logger().info("%s is %s", tickets.format_ticket_id(ticket_id), ticket.state)
-    return {"ticket_id": tickets.format_ticket_id(ticket_id), "state": ticket.state,
-            "reason": ticket.reason}
+    result = {"ticket_id": tickets.format_ticket_id(ticket_id), "state": ticket.state,
+              "reason": ticket.reason}
+    return {**result, "waiting": "global_breaker_open"} if held else result
+
+
+async def _advance(ticket_id: int, wait_s: float) -> bool:
+    """Step until the ticket ends or waits; True when the global breaker holds it."""
+    for _ in range(MAX_STEPS):
+        ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+        if is_terminal(State(ticket.state)):
+            return False
+        try:
+            if not await _step(ticket_id, wait_s):
+                return False
+        except BudgetExceeded as exc:  # the refused call was not made
+            await escalate_over_budget(ticket_id, str(exc), exc.details)
+        except GlobalBreakerOpen as exc:  # the ticket keeps its state; a later run resumes it
+            await hold_for_breaker(ticket_id, str(exc), exc.details)
+            return True
+    # every step moves the ticket on; this many means a bug, not a slow ticket
+    raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")

@@ -8,6 +8,7 @@ from prefect import task
 
 from billing_recon.domain.fsm import Reason
 from billing_recon.steps import reconciliation
+from tasks.budget import publish_model_trace
 from tasks.intake import ACTOR
 from tasks.options import RECONCILE, STEP
 from tasks.runtime import deps, in_thread
@@ -38,4 +39,12 @@ async def escalate(ticket_id: int, reason: str, payload: dict[str, Any]) -> str:
     """Any non-terminal state -> ESCALATED(reason)."""
     ticket = await in_thread(reconciliation.escalate, deps(), ticket_id, Reason(reason), ACTOR,
                              payload)
+    return ticket.state
+
+
+@task(name="trip_circuit_breaker", **STEP)
+async def trip_circuit_breaker(ticket_id: int, error: str) -> str:
+    """ESCALATED(circuit_breaker) with every script, error and token count, also as an artifact."""
+    ticket = await in_thread(reconciliation.trip_circuit_breaker, deps(), ticket_id, ACTOR, error)
+    await publish_model_trace(ticket_id, "circuit_breaker")
     return ticket.state

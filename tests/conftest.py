@@ -12,6 +12,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.store.db import make_engine, migrate, session_factory
+from tests.llm_server import chat_server, no_real_model_calls  # noqa: F401  (fixtures)
+from tests.prefect_server import prefect_api  # noqa: F401  (one server per session)
 
 # Offline machines: Prefect must not try to phone home (set before Prefect is imported).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

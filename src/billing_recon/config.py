@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from billing_recon.llm.settings import LlmBudget, ModelSettings
+from billing_recon.sandbox.settings import SandboxSettings
 from billing_recon.store.db import database_url
 
 DEFAULT_APPROVERS = ("alice", "bob")
@@ -15,6 +17,17 @@ DEFAULT_APPROVERS = ("alice", "bob")
 
 def _home() -> Path:
     return Path(os.environ.get("BILLING_RECON_HOME", str(Path.home() / ".billing-recon")))
+
+
+def _llm() -> str:
+    """BILLING_RECON_LLM; unset, the OpenAI adapter when OPENAI_BASE_URL names a server.
+
+    OPENAI_API_KEY alone does not switch: a key in someone's shell must not start spending.
+    """
+    explicit = os.environ.get("BILLING_RECON_LLM", "").strip()
+    if explicit:
+        return explicit
+    return "openai" if os.environ.get("OPENAI_BASE_URL", "").strip() else "offline"
 
 
 def _approvers() -> tuple[str, ...]:
@@ -43,7 +56,10 @@ class Settings:
         default_factory=lambda: os.environ.get("BILLING_RECON_STRIPE_API_KEY", "sk_test_local")
     )
     sandbox: str = field(default_factory=lambda: os.environ.get("BILLING_RECON_SANDBOX", "local"))
-    llm: str = field(default_factory=lambda: os.environ.get("BILLING_RECON_LLM", "offline"))
+    sandbox_settings: SandboxSettings = field(default_factory=SandboxSettings.from_env)
+    llm: str = field(default_factory=_llm)
+    llm_models: ModelSettings = field(default_factory=ModelSettings.from_env)
+    llm_budget: LlmBudget = field(default_factory=LlmBudget.from_env)
     approval_timeout_s: float = field(
         default_factory=lambda: float(os.environ.get("BILLING_RECON_APPROVAL_TIMEOUT", "259200"))
     )

@@ -10,6 +10,12 @@ BillingReconError
 ├── InvalidApprovalToken    the refund worker's guard
 ├── SandboxUnavailable      the sandbox backend cannot run anything at all
 ├── AnalysisFailed          one reconciliation attempt failed (retried by the flow)
+│   └── AnalysisExhausted    every allowed attempt was used; no further model call
+├── ModelError              the language model gave no usable answer
+│   ├── ModelUnavailable     network, timeout or HTTP error after the SDK's bounded retries
+│   └── ModelOutputInvalid   an answer that does not fit the schema (refusal, cut off, bad JSON)
+├── BudgetExceeded          a ticket's model budget would be exceeded; the call was not made
+├── GlobalBreakerOpen       too many escalations or tokens lately; new model work waits
 └── GatewayError            the payment gateway refused or failed a call
 """
 
@@ -67,6 +73,51 @@ class AnalysisFailed(BillingReconError):
 
     def __init__(self, message: str, *, attempt: int, script_sha: str) -> None:
         self.attempt, self.script_sha = attempt, script_sha
+        super().__init__(message)
+
+
+class AnalysisExhausted(AnalysisFailed):
+    """Every allowed analysis attempt of the ticket failed; nothing more is tried."""
+
+
+class ModelError(BillingReconError):
+    """The language model gave no usable answer."""
+
+
+class ModelUnavailable(ModelError):
+    """The model service could not be reached or refused the request (after bounded retries)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ModelOutputInvalid(ModelError):
+    """The model answered, but not with an instance of the schema; tokens were still spent.
+
+    ``prompt_tokens``/``completion_tokens`` are None when the server's usage was not seen.
+    """
+
+    def __init__(self, message: str, *, model: str, prompt_tokens: int | None = None,
+                 completion_tokens: int | None = None) -> None:
+        self.model, self.prompt_tokens, self.completion_tokens = (
+            model, prompt_tokens, completion_tokens)
+        super().__init__(message)
+
+
+class BudgetExceeded(BillingReconError):
+    """A model call would take the ticket past its budget, so it was not made."""
+
+    def __init__(self, message: str, *, details: dict[str, object]) -> None:
+        self.details = details
+        super().__init__(message)
+
+
+class GlobalBreakerOpen(BillingReconError):
+    """Escalations or token spend in the recent window passed a threshold: new model work waits."""
+
+    def __init__(self, message: str, *, details: dict[str, object]) -> None:
+        self.details = details
         super().__init__(message)
 
 

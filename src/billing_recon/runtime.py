@@ -22,7 +22,7 @@ from billing_recon.store.models import Payment, Refund
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_cache: dict[tuple[object, ...], Deps] = {}
+_cache: dict[str, Deps] = {}
 _gateways: dict[str, GatewayServer] = {}
 _seeded: dict[str, int] = {}
 
@@ -63,15 +63,17 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
 def build(settings: Settings | None = None) -> Deps:
     """Deps for these settings, created once per process."""
     settings = settings or Settings()
-    cache_key = (settings.database_url, settings.llm, settings.sandbox, settings.gateway_url,
-                 settings.gateway_db, str(settings.home), settings.approvers)
+    # Every field counts (sandbox limits, model names, budgets...): a changed setting must
+    # never be served the deps built for the old one. Secrets are kept out of the repr.
+    cache_key = repr(settings)
     with _lock:
         if cache_key in _cache:
             return _cache[cache_key]
     engine = make_engine(settings.database_url)
     migrate(engine)
     deps = Deps(settings=settings, sessions=session_factory(engine),
-                model=registry.build(settings.llm), sandbox=make_sandbox(settings.sandbox),
+                model=registry.build(settings.llm, settings.llm_models),
+                sandbox=make_sandbox(settings.sandbox, settings.sandbox_settings),
                 refund_client=lambda: _client(settings, deps))
     with _lock:
         return _cache.setdefault(cache_key, deps)
@@ -83,11 +85,14 @@ def _client(settings: Settings, deps: Deps) -> RefundClient:
 
 
 def reset() -> None:
-    """Forget cached deps and stop embedded gateways (tests, and the end of a CLI command)."""
+    """Forget cached deps, stop embedded gateways and sandboxes (tests, end of a CLI command)."""
     with _lock:
+        sandboxes = [deps.sandbox for deps in _cache.values()]
         _cache.clear()
         servers = list(_gateways.values())
         _gateways.clear()
         _seeded.clear()
     for server in servers:
         server.stop()
+    for sandbox in sandboxes:
+        sandbox.close()  # warm workers are processes: stop them with the deps that own them

@@ -94,7 +94,7 @@ def test_refund_succeeds_in_minor_units_and_is_listed(
 ) -> None:
     refund = client.refund(RefundRequest("ch_1", Decimal("12.34"), "USD", "k1", {"ticket": "t-1"}))
     assert refund == GatewayRefund(
-        refund.gateway_refund_id, "ch_1", Decimal("12.34"), "usd", "succeeded"
+        refund.gateway_refund_id, "ch_1", Decimal("12.34"), "usd", "succeeded", {"ticket": "t-1"}
     )
     assert refund.gateway_refund_id.startswith("re_")
     assert _refunded(store) == 1234

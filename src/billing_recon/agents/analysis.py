@@ -65,7 +65,8 @@ def build_messages(failures: list[Failure]) -> list[ChatMessage]:
         {"role": "user", "content": task},
     ]
     for failure in failures:
-        messages.append({"role": "assistant", "content": _tail(failure.script)})
+        # An unusable answer has no script; an empty assistant turn confuses some servers.
+        messages.append({"role": "assistant", "content": _tail(failure.script) or "(none)"})
         messages.append({"role": "user", "content": "It failed:\n" + _tail(failure.error)
                          + "\nReturn a fixed script."})
     return messages

@@ -20,11 +20,15 @@ class ReplyFacts:
     invoices: dict[str, str] | None = None
 
 
-def draft_reply(model: ChatModel, facts: ReplyFacts) -> str:
-    """A short, polite reply stating the outcome."""
-    messages: list[ChatMessage] = [
+def draft_messages(facts: ReplyFacts) -> list[ChatMessage]:
+    """The summary prompt: the trusted facts as JSON (the email never reaches this agent)."""
+    return [
         {"role": "system", "content": "Write a short, polite reply to a billing customer. "
          "State only the facts given as JSON; promise nothing else."},
         {"role": "user", "content": json.dumps(asdict(facts), sort_keys=True)},
     ]
-    return model.complete("summary", messages, SummaryOutput).output.reply
+
+
+def draft_reply(model: ChatModel, facts: ReplyFacts) -> str:
+    """A short, polite reply stating the outcome."""
+    return model.complete("summary", draft_messages(facts), SummaryOutput).output.reply

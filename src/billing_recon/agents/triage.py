@@ -42,13 +42,14 @@ def _clean_amount(raw: str) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
+def triage_messages(email: InboundEmail) -> list[ChatMessage]:
+    """The triage prompt: fixed instructions, then the email as a delimited data block."""
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": email_block(email)}]
+
+
 def triage(model: ChatModel, email: InboundEmail) -> Triage:
     """Ask the model, then validate: an id that is not an invoice id is dropped and recorded."""
-    messages: list[ChatMessage] = [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": email_block(email)},
-    ]
-    reply = model.complete("triage", messages, TriageOutput)
+    reply = model.complete("triage", triage_messages(email), TriageOutput)
     ids = [i.strip().upper() for i in reply.output.invoice_ids]
     valid = sorted({i for i in ids if INVOICE_ID.match(i)})
     amounts = [a for a in (_clean_amount(x) for x in reply.output.claimed_amounts) if a]

@@ -1,20 +1,22 @@
 """The offline model: deterministic rules that answer each agent without any network.
 
 It is the embedded default so the demo and the tests run anywhere. Triage uses patterns,
-analysis returns the trusted rules module's own source as the script, summary fills a template.
+analysis returns the reference script (an implementation of SPEC §4 independent of the trusted
+rules, so the cross-check means something), summary fills a template. ``answer`` gives the raw
+JSON-ready data, which the loopback chat server also sends over HTTP.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from billing_recon.domain.money import parse_written_amount
 from billing_recon.llm.port import ChatMessage, Reply, T, Usage
+from billing_recon.llm.reference_script import SCRIPT
 
 _EMAIL = re.compile(r"<email>\n(.*)\n</email>", re.S)
 _INVOICE = re.compile(r"\bINV-\d{1,12}\b", re.I)
@@ -25,7 +27,6 @@ _BILLING = re.compile(
     r"paid|price|pricing|tax|credit|subscription|cancel\w*)\b",
     re.I,
 )
-RULES_SOURCE = Path(__file__).resolve().parent.parent / "domain" / "rules.py"
 
 
 def estimate_tokens(text: str) -> int:
@@ -40,14 +41,17 @@ class OfflineModel:
 
     def complete(self, agent: str, messages: list[ChatMessage], schema: type[T]) -> Reply[T]:
         """Answer with the agent's rule-based output, validated by ``schema``."""
-        handler = {"triage": self._triage, "analysis": self._analysis, "summary": self._summary}
-        if agent not in handler:
-            raise ValueError(f"the offline model has no rules for agent {agent!r}")
-        data = handler[agent](messages)
-        output = schema.model_validate(data)
+        output = schema.model_validate(self.answer(agent, messages))
         prompt = sum(estimate_tokens(m["content"]) for m in messages)
         usage = Usage(prompt, estimate_tokens(_dump(output)))
         return Reply(output=output, usage=usage, model=self.name)
+
+    def answer(self, agent: str, messages: list[ChatMessage]) -> dict[str, Any]:
+        """The agent's answer as JSON-ready data (before schema validation)."""
+        handler = {"triage": self._triage, "analysis": self._analysis, "summary": self._summary}
+        if agent not in handler:
+            raise ValueError(f"the offline model has no rules for agent {agent!r}")
+        return handler[agent](messages)
 
     def _triage(self, messages: list[ChatMessage]) -> dict[str, Any]:
         match = _EMAIL.search(messages[-1]["content"])
@@ -59,7 +63,7 @@ class OfflineModel:
                 "invoice_ids": ids, "claimed_amounts": amounts}
 
     def _analysis(self, messages: list[ChatMessage]) -> dict[str, Any]:
-        return {"script": RULES_SOURCE.read_text(encoding="utf-8")}
+        return {"script": SCRIPT}
 
     def _summary(self, messages: list[ChatMessage]) -> dict[str, Any]:
         facts = json.loads(messages[-1]["content"])

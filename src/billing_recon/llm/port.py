@@ -19,10 +19,15 @@ class ChatMessage(TypedDict):
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage of one call as reported by the model server."""
+    """Token usage of one call as reported by the model server.
+
+    ``reported`` is False when the server sent no usage; the meter then charges the call's
+    upper bound instead, so a silent server cannot slip past the budget.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reported: bool = True
 
     @property
     def total(self) -> int:

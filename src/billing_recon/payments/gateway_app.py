@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from billing_recon.payments.faults import FaultPlan, faults_router
 from billing_recon.payments.gateway_store import (
     MAX_KEY_LENGTH,
     REFUND_REASONS,
@@ -36,9 +37,12 @@ _METADATA = re.compile(r"^metadata\[(.+)\]$")
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 
 
-def create_app(store: GatewayStore, *, api_key: str | None = None) -> FastAPI:
+def create_app(
+    store: GatewayStore, *, api_key: str | None = None, faults: FaultPlan | None = None
+) -> FastAPI:
     """The gateway app on `store`. With `api_key`, only that secret key is accepted; without
-    it, any `sk_...` key is (enough for a loopback test double)."""
+    it, any `sk_...` key is (enough for a loopback test double). With `faults`, the fault
+    plan's test helpers exist (wrap the app in `FaultInjector` to apply it)."""
     app = FastAPI(
         title="billing-recon local gateway", docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -47,6 +51,9 @@ def create_app(store: GatewayStore, *, api_key: str | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error_response)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error_response)
     app.include_router(_router)
+    if faults is not None:
+        app.state.faults = faults
+        app.include_router(faults_router, dependencies=[Depends(_authorize)])
     app.add_api_route("/healthz", _healthz, methods=["GET"])
     return app
 

@@ -17,12 +17,39 @@ from types import FrameType, TracebackType
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
+from billing_recon.payments.faults import FAULTS_ENV, FaultInjector, FaultPlan
 from billing_recon.payments.gateway_app import create_app
-from billing_recon.payments.gateway_store import DEFAULT_RETENTION_S, GatewayStore
+from billing_recon.payments.gateway_store import (
+    DEFAULT_LEASE_S,
+    DEFAULT_RETENTION_S,
+    GatewayStore,
+)
 
 DEFAULT_DB_URL = "sqlite:///billing_recon_gateway.db"
 API_KEY_ENV = "BILLING_RECON_GATEWAY_API_KEY"
+RETENTION_ENV = "BILLING_RECON_GATEWAY_RETENTION_H"
+LEASE_ENV = "BILLING_RECON_GATEWAY_KEY_LEASE_S"
+
+
+def retention_from_env() -> float:
+    """Seconds idempotency keys are kept: BILLING_RECON_GATEWAY_RETENTION_H (hours, >= 24)."""
+    hours = float(os.environ.get(RETENTION_ENV, DEFAULT_RETENTION_S / 3600))
+    if hours < 24:
+        raise ValueError(f"{RETENTION_ENV} must be at least 24 (Stripe keeps keys 24 h)")
+    return hours * 3600
+
+
+def key_lease_from_env() -> float:
+    """Seconds before an in-flight key of a dead request may be taken over (default 60)."""
+    return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
+
+
+def faults_from_env() -> FaultPlan | None:
+    """The fault plan of BILLING_RECON_GATEWAY_FAULTS, if set (tests only)."""
+    spec = os.environ.get(FAULTS_ENV)
+    return None if spec is None else FaultPlan.parse(spec)
 
 
 class GatewayServer:
@@ -39,12 +66,17 @@ class GatewayServer:
         port: int = 0,
         *,
         api_key: str | None = None,
-        retention_s: float = DEFAULT_RETENTION_S,
+        retention_s: float | None = None,
+        key_lease_s: float | None = None,
+        faults: FaultPlan | None = None,
         startup_timeout_s: float = 15.0,
     ) -> None:
-        """Configure the server; nothing runs until start()."""
+        """Configure the server; nothing runs until start(). Unset retention and key lease
+        come from the environment; `faults` switches fault injection on (tests only)."""
         self.store_url, self.host, self.port = store_url, host, port
-        self.api_key, self.retention_s = api_key, retention_s
+        self.api_key, self.faults = api_key, faults
+        self.retention_s = retention_from_env() if retention_s is None else retention_s
+        self.key_lease_s = key_lease_from_env() if key_lease_s is None else key_lease_s
         self.startup_timeout_s = startup_timeout_s
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -68,10 +100,12 @@ class GatewayServer:
         """Open the store, bind the port, serve in a daemon thread; return once it answers."""
         if self._server is not None:
             raise RuntimeError("the gateway server is already running")
-        self._store = GatewayStore(self.store_url, retention_s=self.retention_s)
+        self._store = GatewayStore(
+            self.store_url, retention_s=self.retention_s, lease_s=self.key_lease_s
+        )
         sock = self._bind()
         config = uvicorn.Config(
-            create_app(self._store, api_key=self.api_key),
+            self._app(self._store),
             lifespan="off",
             log_config=None,  # leave the host process's logging configuration alone
             log_level="warning",
@@ -89,6 +123,10 @@ class GatewayServer:
             self.stop()
             raise
         return self
+
+    def _app(self, store: GatewayStore) -> FaultInjector | FastAPI:
+        app = create_app(store, api_key=self.api_key, faults=self.faults)
+        return app if self.faults is None else FaultInjector(app)
 
     def stop(self) -> None:
         """Shut uvicorn down gracefully, wait for its thread and close the store."""
@@ -151,10 +189,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--retention-hours",
         type=float,
-        default=DEFAULT_RETENTION_S / 3600,
-        help="how long idempotency keys are kept",
+        default=None,
+        help=f"how long idempotency keys are kept, at least 24 (default: ${RETENTION_ENV} or 24)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--key-lease-seconds",
+        type=float,
+        default=None,
+        help=f"after this long a request's in-flight key may be taken over if its request died "
+        f"(default: ${LEASE_ENV} or {DEFAULT_LEASE_S:.0f})",
+    )
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help=f"TESTS ONLY: a fault plan, e.g. 'drop=0.2,seed=7' (default: ${FAULTS_ENV})",
+    )
+    args = parser.parse_args(argv)
+    if args.retention_hours is not None and args.retention_hours < 24:
+        parser.error("--retention-hours must be at least 24 (Stripe keeps keys 24 h)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         args.host,
         args.port,
         api_key=os.environ.get(API_KEY_ENV),
-        retention_s=args.retention_hours * 3600,
+        retention_s=None if args.retention_hours is None else args.retention_hours * 3600,
+        key_lease_s=args.key_lease_seconds,
+        faults=faults_from_env() if args.faults is None else FaultPlan.parse(args.faults),
     )
     with server:
         print(server.url, flush=True)

@@ -3,10 +3,17 @@
 Amounts are Decimal everywhere else; they become minor units here and only here. Every call
 carries an idempotency key (SPEC §5: `{ticket_key}:{payment_id}`), so the SDK's own retries
 and ours can never refund twice. Stripe's exceptions become `GatewayError`.
+
+A 409 `idempotency_key_in_use` means the key's first request is still running (or its holder
+died and the gateway's key lease has not run out): the client keeps retrying it, with backoff,
+for up to `busy_wait_s`.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -47,6 +54,28 @@ class GatewayRefund:
     amount: Decimal
     currency: str
     status: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Network behaviour of the refund client; the environment overrides the defaults."""
+
+    timeout_s: float = 10.0
+    max_network_retries: int = 2
+    busy_wait_s: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> ClientSettings:
+        """BILLING_RECON_GATEWAY_TIMEOUT_S, _RETRIES and _BUSY_WAIT_S."""
+        return cls(timeout_s=_env_float("BILLING_RECON_GATEWAY_TIMEOUT_S", cls.timeout_s),
+                   max_network_retries=int(_env_float("BILLING_RECON_GATEWAY_RETRIES",
+                                                      cls.max_network_retries)),
+                   busy_wait_s=_env_float("BILLING_RECON_GATEWAY_BUSY_WAIT_S", cls.busy_wait_s))
 
 
 class RefundClient:
@@ -56,21 +85,48 @@ class RefundClient:
         self,
         api_key: str,
         base_url: str | None = None,
-        max_network_retries: int = 2,
-        timeout_s: float = 10.0,
+        max_network_retries: int | None = None,
+        timeout_s: float | None = None,
+        busy_wait_s: float | None = None,
     ) -> None:
         """`max_network_retries` covers connection errors, 409 (key in flight) and 5xx; the
-        idempotency key makes each retry safe."""
-        self._http = stripe.RequestsClient(timeout=timeout_s)
+        idempotency key makes each retry safe. Unset values come from ClientSettings.from_env."""
+        env = ClientSettings.from_env()
+        self.busy_wait_s = env.busy_wait_s if busy_wait_s is None else busy_wait_s
+        self._http = stripe.RequestsClient(timeout=env.timeout_s if timeout_s is None
+                                           else timeout_s)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": base_url} if base_url else None,
-            max_network_retries=max_network_retries,
+            max_network_retries=(env.max_network_retries if max_network_retries is None
+                                 else max_network_retries),
             http_client=self._http,
         )
 
-    def refund(self, req: RefundRequest) -> GatewayRefund:
-        """Refund `req.amount` of `req.charge_ref`; the same key always yields the same refund."""
+    def refund(self, req: RefundRequest, *, retry: bool = True) -> GatewayRefund:
+        """Refund `req.amount` of `req.charge_ref`; the same key always yields the same refund.
+
+        With `retry=False` the request is sent once: no network retries, no waiting out a 409
+        (only safe to retry when the key is replayed, which a caller without one cannot rely
+        on).
+        """
+        deadline = time.monotonic() + self.busy_wait_s
+        attempt = 0
+        while True:
+            try:
+                return self._refund_once(req, retry)
+            except GatewayError as exc:
+                if not (retry and _in_use(exc)) or time.monotonic() >= deadline:
+                    raise
+            attempt += 1
+            time.sleep(self.busy_pause(attempt))
+
+    @staticmethod
+    def busy_pause(attempt: int) -> float:
+        """Seconds to wait before retrying a key in flight: capped exponential, with jitter."""
+        return min(2.0, 0.1 * 2.0 ** attempt) * (0.5 + random.random() / 2)
+
+    def _refund_once(self, req: RefundRequest, retry: bool) -> GatewayRefund:
         params = RefundCreateParams(
             amount=to_minor_units(req.amount),
             currency=req.currency.lower(),
@@ -82,10 +138,11 @@ class RefundClient:
             params["payment_intent"] = req.charge_ref
         else:
             params["charge"] = req.charge_ref
+        options: stripe.RequestOptions = {"idempotency_key": req.idempotency_key}
+        if not retry:
+            options["max_network_retries"] = 0
         try:
-            refund = self._client.v1.refunds.create(
-                params=params, options={"idempotency_key": req.idempotency_key}
-            )
+            refund = self._client.v1.refunds.create(params=params, options=options)
         except stripe.StripeError as exc:
             raise _gateway_error(exc) from exc
         return _to_gateway_refund(refund, via_pi=req.charge_ref.startswith("pi_"))
@@ -103,6 +160,17 @@ class RefundClient:
             return [_to_gateway_refund(refund, via_pi) for refund in page.auto_paging_iter()]
         except stripe.StripeError as exc:
             raise _gateway_error(exc) from exc
+
+    def find_refund(self, charge_ref: str, metadata: dict[str, str]) -> GatewayRefund | None:
+        """The charge's refund whose metadata contains `metadata`, if the gateway has one.
+
+        How a caller recovers when it cannot know whether an earlier call succeeded and cannot
+        rely on the key being replayed.
+        """
+        for refund in self.list_refunds(charge_ref):
+            if all(refund.metadata.get(k) == v for k, v in metadata.items()):
+                return refund
+        return None
 
     def close(self) -> None:
         """Close the HTTP session of the calling thread."""
@@ -123,7 +191,18 @@ def _to_gateway_refund(refund: stripe.Refund, via_pi: bool) -> GatewayRefund:
         amount=from_minor_units(refund.amount),
         currency=refund.currency,
         status=str(refund.status),
+        metadata=_metadata(refund),
     )
+
+
+def _metadata(refund: stripe.Refund) -> dict[str, str]:
+    # A StripeObject, which is deliberately not iterable: to_dict() is its plain-dict form.
+    raw: dict[str, object] = refund.metadata.to_dict() if refund.metadata else {}
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _in_use(exc: GatewayError) -> bool:
+    return exc.status == 409 and exc.code == "idempotency_key_in_use"
 
 
 def _gateway_error(exc: stripe.StripeError) -> GatewayError:

@@ -3,11 +3,15 @@
 `port` defines the contract (`Sandbox`, `SandboxLimits`, `SandboxResult`, `ExecutionError`):
 the script's own failures — exceptions, non-zero exits, timeouts, output floods — come back as
 data in the result; only a backend that cannot run anything raises `SandboxUnavailable`.
-`local` is the weak "rlimit-subprocess" backend; `factory.make_sandbox` picks one by name.
+Backends: `pool.WarmPool` (warm workers in bubblewrap jails, `bwrap.Jail`; the default),
+`local.LocalSandbox` (the weak "rlimit-subprocess" fallback) and `e2b_backend.E2BSandbox`;
+`factory.make_sandbox` picks one by name, configured by `settings.SandboxSettings`.
 """
 
+from billing_recon.sandbox.bwrap import Jail
 from billing_recon.sandbox.factory import available_backends, make_sandbox
 from billing_recon.sandbox.local import LocalSandbox
+from billing_recon.sandbox.pool import WarmPool
 from billing_recon.sandbox.port import (
     ExecutionError,
     Sandbox,
@@ -15,13 +19,17 @@ from billing_recon.sandbox.port import (
     SandboxResult,
     check_file_name,
 )
+from billing_recon.sandbox.settings import SandboxSettings
 
 __all__ = [
     "ExecutionError",
+    "Jail",
     "LocalSandbox",
     "Sandbox",
     "SandboxLimits",
     "SandboxResult",
+    "SandboxSettings",
+    "WarmPool",
     "available_backends",
     "check_file_name",
     "make_sandbox",

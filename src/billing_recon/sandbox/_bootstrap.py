@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from types import TracebackType
+from types import CodeType, TracebackType
 
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:
@@ -32,21 +32,28 @@ def _write_error(path: str, exc: BaseException) -> None:
         json.dump(record, fh)
 
 
-def main(argv: list[str]) -> int:
-    """Execute the script at argv[1] as __main__; on an exception write argv[2] and return 1."""
-    script, error_path = argv[1], argv[2]
+def run(script: str, error_path: str, code: CodeType | None = None) -> int:
+    """Execute `script` (or its already compiled `code`) as __main__; 1 and a report on error."""
     sys.argv = [script]
     namespace = {"__name__": "__main__", "__file__": script, "__builtins__": __builtins__}
     try:
-        with open(script, encoding="utf-8") as fh:
-            source = fh.read()
-        exec(compile(source, script, "exec"), namespace)
+        if code is None:
+            with open(script, encoding="utf-8") as fh:
+                source = fh.read()
+            # dont_inherit: this file's own __future__ imports must not change the script.
+            code = compile(source, script, "exec", dont_inherit=True)
+        exec(code, namespace)
     except SystemExit:
         raise  # sys.exit(n) is the script's own exit code, not an error
     except BaseException as exc:
         _write_error(error_path, exc)
         return 1
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """Execute the script at argv[1] as __main__; on an exception write argv[2] and return 1."""
+    return run(argv[1], argv[2])
 
 
 if __name__ == "__main__":

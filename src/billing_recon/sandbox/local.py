@@ -11,8 +11,6 @@ use this one for development and tests.
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import resource
 import selectors
@@ -22,15 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
 from billing_recon.errors import SandboxUnavailable
+from billing_recon.sandbox.collect import Capture, RunDir, build_result, prepare, remove_tree
 from billing_recon.sandbox.port import (
-    OUTPUT_DIR,
-    ExecutionError,
     SandboxLimits,
     SandboxResult,
     check_file_name,
@@ -42,64 +38,13 @@ _READ_CHUNK = 64 * 1024
 _POLL_S = 0.05  # how often we look for an exited leader while something still holds its pipes
 _DRAIN_GRACE_S = 0.5  # a process that escaped the group may hold the pipes open forever
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_SIGNAL_HINTS = {
-    signal.SIGXCPU: "CPU time limit exceeded",
-    signal.SIGXFSZ: "file size limit exceeded",
-    signal.SIGKILL: "killed (SIGKILL), for example by the kernel when memory ran out",
-    signal.SIGSEGV: "segmentation fault",
-}
-_log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Paths of one run: `work` is the code's cwd; `run` holds our files; `tmp` is TMPDIR."""
-
-    root: Path
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def script(self) -> Path:
-        return self.run / "main.py"
-
-    @property
-    def error(self) -> Path:
-        return self.run / "error.json"
-
-
-class _Capture:
-    """Keeps the first `cap` bytes of a stream and counts (but drops) the rest."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap, self.data, self.truncated = cap, bytearray(), False
-
-    def feed(self, chunk: bytes) -> None:
-        room = self.cap - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-        self.data += chunk[: max(room, 0)]
-
-    def text(self) -> str:
-        # A cut may split a multi-byte character; replace it rather than fail.
-        return self.data.decode("utf-8", errors="replace")
 
 
 class _Pump:
     """Reads stdout and stderr concurrently (one selector) so the child never blocks on a pipe."""
 
     def __init__(self, stdout: IO[bytes], stderr: IO[bytes], cap: int) -> None:
-        self.out, self.err = _Capture(cap), _Capture(cap)
+        self.out, self.err = Capture(cap), Capture(cap)
         self._sel = selectors.DefaultSelector()
         self._sel.register(stdout.fileno(), selectors.EVENT_READ, self.out)
         self._sel.register(stderr.fileno(), selectors.EVENT_READ, self.err)
@@ -137,7 +82,7 @@ def _clamped(res: int, soft: int, hard: int) -> tuple[int, int]:
     return min(soft, hard), hard
 
 
-def _rlimits(limits: SandboxLimits) -> list[tuple[int, tuple[int, int]]]:
+def rlimits(limits: SandboxLimits) -> list[tuple[int, tuple[int, int]]]:
     """The rlimits of a run, clamped here in the parent so the child only calls setrlimit."""
     wanted = [
         # soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILLs a script ignoring it
@@ -153,7 +98,7 @@ def _rlimits(limits: SandboxLimits) -> list[tuple[int, tuple[int, int]]]:
 
 def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
     """A preexec_fn that only calls setrlimit: after fork, before exec, nothing else is safe."""
-    pairs = _rlimits(limits)
+    pairs = rlimits(limits)
 
     def apply() -> None:
         for res, value in pairs:
@@ -162,7 +107,7 @@ def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
     return apply
 
 
-def _child_env(layout: _Layout) -> dict[str, str]:
+def _child_env(layout: RunDir) -> dict[str, str]:
     """A minimal environment built from nothing: no variable of ours (secrets!) reaches the code."""
     env = {
         "PATH": "/usr/bin:/bin",
@@ -200,99 +145,10 @@ def _supervise(pid: int, pump: _Pump, deadline: float) -> bool:
     return False
 
 
-def _read_bounded(path: Path, cap: int) -> bytes | None:
-    """Up to cap+1 bytes of a regular file, never following a symlink the code planted."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read(cap + 1)
-
-
-def _read_error(path: Path, cap: int) -> ExecutionError | None:
-    """The bootstrap's error report, if it wrote a readable one."""
-    raw = _read_bounded(path, cap)
-    if raw is None or len(raw) > cap:
-        return None
-    try:
-        return ExecutionError.model_validate(json.loads(raw))
-    except ValueError:  # includes pydantic's ValidationError and JSONDecodeError
-        _log.warning("sandbox error report at %s is unreadable", path)
-        return None
-
-
-def _signal_error(exit_code: int) -> ExecutionError | None:
-    """An ExecutionError describing death by signal (a negative exit code), else None."""
-    if exit_code >= 0:
-        return None
-    try:
-        sig = signal.Signals(-exit_code)
-    except ValueError:
-        return ExecutionError(name=f"signal {-exit_code}", value="killed by a signal", traceback="")
-    return ExecutionError(name=sig.name, value=_SIGNAL_HINTS.get(sig, "killed"), traceback="")
-
-
-def _regular_files(top: Path) -> Iterator[Path]:
-    """Regular files below `top`, not following symlinks (they could point anywhere)."""
-    for dirpath, _dirs, names in os.walk(top, followlinks=False):
-        for name in names:
-            path = Path(dirpath, name)
-            if not path.is_symlink() and path.is_file():
-                yield path
-
-
-def _collect_files(out: Path, budget: int) -> tuple[dict[str, bytes], bool]:
-    """Files the code wrote to out/, in path order, up to `budget` bytes in total."""
-    if out.is_symlink() or not out.is_dir():
-        return {}, False
-    files: dict[str, bytes] = {}
-    truncated = False
-    for path in sorted(_regular_files(out)):
-        data = _read_bounded(path, budget)
-        if data is None or len(data) > budget:
-            truncated = truncated or data is not None
-            continue
-        files[path.relative_to(out).as_posix()] = data
-        budget -= len(data)
-    return files, truncated
-
-
-def _unlock_dirs(root: Path) -> None:
-    """Make every real directory under `root` writable again (the code may have chmod-ed them)."""
-    root.chmod(0o700)
-    for dirpath, dirs, _names in os.walk(root):
-        for name in dirs:
-            path = Path(dirpath, name)
-            if not path.is_symlink():  # chmod follows links; never touch a target outside
-                path.chmod(0o700)
-
-
-def _remove_tree(root: Path) -> None:
-    """Delete the run's directory; a leftover is logged, not raised (the result is still good)."""
-    try:
-        shutil.rmtree(root)
-    except OSError:
-        with contextlib.suppress(OSError):
-            _unlock_dirs(root)
-        shutil.rmtree(root, ignore_errors=True)
-    if root.exists():
-        _log.warning("could not remove sandbox directory %s", root)
-
-
-def _prepare(layout: _Layout, code: str, files: Mapping[str, bytes]) -> None:
-    """Create the run's directories, the script and the input files."""
-    for directory in (layout.work / OUTPUT_DIR, layout.run, layout.tmp):
-        directory.mkdir(parents=True)
-    layout.script.write_text(code, encoding="utf-8")
-    for name, data in files.items():
-        (layout.work / name).write_bytes(data)
-
-
 class LocalSandbox:
     """Sandbox backend running each script in a fresh rlimited subprocess (see module doc)."""
 
-    name = "local"
+    name = "subprocess"
 
     def __init__(
         self,
@@ -314,15 +170,15 @@ class LocalSandbox:
     ) -> SandboxResult:
         """Run `code` with `files` in its cwd; failures of the code are data in the result."""
         inputs = {check_file_name(name): data for name, data in files.items()}
-        layout = _Layout(self._make_root())
+        layout = RunDir(self._make_root())
         try:
             try:
-                _prepare(layout, code, inputs)
+                prepare(layout, code, inputs)
             except OSError as exc:
                 raise SandboxUnavailable(f"cannot prepare sandbox directory: {exc}") from exc
             return self._execute(layout, limits or self.limits)
         finally:
-            _remove_tree(layout.root)
+            remove_tree(layout.root)
 
     def close(self) -> None:
         """Nothing to release: every run cleans up after itself."""
@@ -333,7 +189,7 @@ class LocalSandbox:
         except OSError as exc:
             raise SandboxUnavailable(f"cannot create a sandbox directory: {exc}") from exc
 
-    def _spawn(self, layout: _Layout, limits: SandboxLimits) -> subprocess.Popen[bytes]:
+    def _spawn(self, layout: RunDir, limits: SandboxLimits) -> subprocess.Popen[bytes]:
         # -I: no env vars, user site or script dir on sys.path (the venv's site-packages stay);
         # -B: -I ignores PYTHONDONTWRITEBYTECODE, so say it again as a flag.
         argv = [self.python, "-I", "-B", "-X", "utf8", str(_BOOTSTRAP)]
@@ -352,7 +208,7 @@ class LocalSandbox:
         except (OSError, subprocess.SubprocessError) as exc:
             raise SandboxUnavailable(f"cannot start {self.python}: {exc}") from exc
 
-    def _execute(self, layout: _Layout, limits: SandboxLimits) -> SandboxResult:
+    def _execute(self, layout: RunDir, limits: SandboxLimits) -> SandboxResult:
         start = time.monotonic()
         with self._spawn(layout, limits) as proc:
             assert proc.stdout is not None and proc.stderr is not None  # PIPE was asked for
@@ -368,26 +224,10 @@ class LocalSandbox:
 
     def _result(
         self,
-        layout: _Layout,
+        layout: RunDir,
         limits: SandboxLimits,
         pump: _Pump,
         exit_code: int | None,
         duration: float,
     ) -> SandboxResult:
-        error = _read_error(layout.error, limits.max_output_bytes)
-        if error is None and exit_code is not None:
-            error = _signal_error(exit_code)
-        files, files_truncated = _collect_files(layout.work / OUTPUT_DIR, limits.max_files_bytes)
-        return SandboxResult(
-            stdout=pump.out.text(),
-            stderr=pump.err.text(),
-            error=error,
-            timed_out=exit_code is None,
-            exit_code=exit_code,
-            duration_s=duration,
-            stdout_truncated=pump.out.truncated,
-            stderr_truncated=pump.err.truncated,
-            files=files,
-            files_truncated=files_truncated,
-            isolation=ISOLATION,
-        )
+        return build_result(layout, limits, (pump.out, pump.err), exit_code, duration, ISOLATION)

@@ -7,7 +7,8 @@ from pathlib import Path
 from billing_recon.agents.triage import triage
 from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import Reason, State
-from billing_recon.errors import UserInputError
+from billing_recon.errors import ModelOutputInvalid, UserInputError
+from billing_recon.steps.budget import metered
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
@@ -37,14 +38,25 @@ def raw_email(deps: Deps, ticket: Ticket) -> bytes:
 
 
 def run_triage(deps: Deps, ticket_id: int, actor: str) -> Ticket:
-    """RECEIVED -> TRIAGED, then CLOSED(not_billing) when the email is not about billing."""
+    """RECEIVED -> TRIAGED, then CLOSED(not_billing) when the email is not about billing.
+
+    An unusable model answer escalates (internal_error): nothing downstream may guess the scope.
+    Budget and breaker refusals propagate for the orchestrator to act on.
+    """
     ticket = tickets.get(deps.sessions, ticket_id)
-    result = triage(deps.model, parse_email(raw_email(deps, ticket)))
+    model = metered(deps, ticket_id, actor)
+    try:
+        result = triage(model, parse_email(raw_email(deps, ticket)))
+    except ModelOutputInvalid as exc:
+        return tickets.transition(deps.sessions, ticket_id, State.ESCALATED,
+                                  reason=Reason.INTERNAL_ERROR, actor=actor,
+                                  payload={"agent": "triage", "error": str(exc)},
+                                  expect=State.RECEIVED)
     usage = {"prompt_tokens": result.usage.prompt_tokens,
              "completion_tokens": result.usage.completion_tokens}
     payload = {"is_billing": result.is_billing, "invoice_ids": result.invoice_ids,
                "claimed_amounts": result.claimed_amounts, "dropped_ids": result.dropped,
-               "model": deps.model.name, "usage": usage}
+               "model": model.name, "usage": usage}
     ticket = tickets.transition(deps.sessions, ticket_id, State.TRIAGED, actor=actor,
                                 payload=payload, fields={"triage": payload},
                                 expect=State.RECEIVED)

@@ -14,7 +14,10 @@ from billing_recon.agents.analysis import Failure, author_script
 from billing_recon.domain import rules
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal, build_proposal
-from billing_recon.errors import AnalysisFailed
+from billing_recon.errors import AnalysisExhausted, AnalysisFailed, ModelOutputInvalid
+from billing_recon.llm.port import Usage
+from billing_recon.steps import model_trace
+from billing_recon.steps.budget import metered
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.reply import reply_for
 from billing_recon.store import billing, tickets
@@ -75,34 +78,58 @@ def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[dict[str, Any] | None
     error = _error_text(result)
     if error is not None:
         return None, error, info
+    scope = ticket.scope or {}
     try:
-        summary = validate_summary(result.parse_json_stdout(), ticket.scope["invoice_ids"])
+        summary = validate_summary(result.parse_json_stdout(), scope["invoice_ids"])
     except ValueError as exc:
         return None, f"invalid output: {exc}", info
     return summary, None, info
+
+
+def _author(deps: Deps, ticket_id: int, actor: str, failures: list[Failure]
+            ) -> tuple[str, str | None, Usage]:
+    """The model's script; an unusable answer is a failed attempt, not a crash."""
+    try:
+        authored = author_script(metered(deps, ticket_id, actor), failures)
+    except ModelOutputInvalid as exc:
+        usage = Usage(exc.prompt_tokens or 0, exc.completion_tokens or 0)
+        return "", f"the answer was not a usable script: {exc}", usage
+    return authored.script, None, authored.usage
 
 
 def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> dict[str, Any]:
     """One attempt: the model writes (or repairs) a script, the sandbox runs it.
 
     A failure is logged with the script and the error, then raised as AnalysisFailed so the
-    orchestrator's capped retries run the next attempt with that feedback.
+    orchestrator's capped retries run the next attempt with that feedback. A script that
+    failed before is not run again and stops the attempts (loop detection), and once every
+    allowed attempt is logged (also across re-runs) no model call is made: both raise
+    AnalysisExhausted, which the orchestrator does not retry.
     """
     ticket = tickets.get(deps.sessions, ticket_id)
     before = previous_attempts(deps, ticket_id)
+    limit = deps.settings.analysis_retries + 1
+    if len(before) >= limit:
+        raise AnalysisExhausted(f"all {limit} analysis attempts failed", attempt=len(before),
+                                script_sha=before[-1]["script_sha"])
     failures = [Failure(a["script"], a["error"]) for a in before if not a["ok"]]
-    authored = author_script(deps.model, failures)
-    sha = hashlib.sha256(authored.script.encode()).hexdigest()
-    if any(a["script_sha"] == sha for a in before if not a["ok"]):
-        summary, error, info = None, "the same script failed before (loop detected)", {}
-    else:
-        summary, error, info = _run(deps, authored.script, ticket)
-    usage = {"prompt_tokens": authored.usage.prompt_tokens,
-             "completion_tokens": authored.usage.completion_tokens}
+    script, error, usage = _author(deps, ticket_id, actor, failures)
+    sha = hashlib.sha256(script.encode()).hexdigest()
+    looping = error is None and any(a["script_sha"] == sha for a in before if not a["ok"])
+    summary: dict[str, Any] | None = None
+    info: dict[str, Any] = {}
+    if looping:
+        error = "the same script failed before (loop detected)"
+    elif error is None:
+        summary, error, info = _run(deps, script, ticket)
     tickets.note(deps.sessions, ticket_id, ATTEMPT, actor, {
-        "attempt": len(before) + 1, "ok": error is None, "script_sha": sha,
-        "script": authored.script, "error": error, "model": deps.model.name, "usage": usage,
-        **info})
+        "attempt": len(before) + 1, "ok": error is None, "script_sha": sha, "script": script,
+        "error": error, "model": deps.model.name,
+        "usage": {"prompt_tokens": usage.prompt_tokens,
+                  "completion_tokens": usage.completion_tokens}, **info})
+    if looping:  # a model that repeats a failed script despite the feedback is stuck: trip now
+        raise AnalysisExhausted(f"{error}; no further attempt", attempt=len(before) + 1,
+                                script_sha=sha)
     if error is not None:
         raise AnalysisFailed(error, attempt=len(before) + 1, script_sha=sha)
     assert summary is not None
@@ -126,6 +153,12 @@ def escalate(deps: Deps, ticket_id: int, reason: Reason, actor: str,
     """Any non-terminal state -> ESCALATED(reason), with the evidence in the event log."""
     return tickets.transition(deps.sessions, ticket_id, State.ESCALATED, reason=reason,
                               actor=actor, payload=payload)
+
+
+def trip_circuit_breaker(deps: Deps, ticket_id: int, actor: str, error: str) -> Ticket:
+    """ESCALATED(circuit_breaker) with every attempt's script, error and tokens in the payload."""
+    return escalate(deps, ticket_id, Reason.CIRCUIT_BREAKER, actor,
+                    {"error": error, **model_trace.trace(deps, ticket_id)})
 
 
 def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: dict[str, Any],
@@ -164,7 +197,7 @@ def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
     ticket = tickets.get(deps.sessions, ticket_id)
     proposal = Proposal.model_validate(ticket.proposal)
     if proposal.total() == Decimal(0):
-        reply = reply_for(deps, ticket, "no_discrepancy")
+        reply = reply_for(deps, ticket, "no_discrepancy", actor)
         return tickets.transition(deps.sessions, ticket_id, State.CLOSED,
                                   reason=Reason.NO_DISCREPANCY, actor=actor,
                                   payload={"reply": reply}, fields={"reply": reply},

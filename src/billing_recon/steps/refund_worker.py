@@ -1,29 +1,45 @@
 """The non-agentic refund worker: verify the token, call the gateway, record the ledger.
 
-No model is involved here. Three exactly-once layers meet in this module: the ledger row per
-idempotency key is checked before any call, the gateway replays a key it has seen, and the
-orchestrator caches the whole step on the ticket key.
+No model is involved here. The three exactly-once layers (payments/layers.py) meet here:
+
+- ledger: a recorded refund is never asked for again, and a call is claimed in the ledger's
+  write-ahead table before it is made; finding a claim of a worker that died means "look the
+  refund up at the gateway first";
+- gateway idempotency: every call carries `{ticket_key}:{payment_id}`, so the gateway replays
+  an earlier refund instead of making another (switched off, each attempt sends a random key
+  and nothing is retried blindly);
+- cache: the orchestrator runs this step at most once per ticket key, and tells it
+  (`recovering`) when an earlier attempt may have called the gateway before dying.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing_recon.domain.approval import verify_token
 from billing_recon.domain.fsm import State
-from billing_recon.domain.proposal import Proposal
+from billing_recon.domain.proposal import PaymentRefund, Proposal
 from billing_recon.domain.ticket_key import refund_idempotency_key
-from billing_recon.errors import InvalidApprovalToken
-from billing_recon.payments.refunds import RefundRequest
+from billing_recon.errors import ConcurrentTransition, GatewayError, InvalidApprovalToken
+from billing_recon.payments.kill_points import kill_point
+from billing_recon.payments.layers import Layer, is_on
+from billing_recon.payments.refunds import GatewayRefund, RefundClient, RefundRequest
 from billing_recon.steps.approval_gate import approvers_of
 from billing_recon.steps.deps import Deps
 from billing_recon.store import ledger, tickets
+from billing_recon.store.leases import lease_seconds
 from billing_recon.store.models import Ticket
 from billing_recon.store.types import utcnow
+
+BUSY_POLL_S = 0.2
+_PAST_APPROVED = {State.REFUNDED.value, State.CLOSED.value}
 
 
 def authorised_proposal(deps: Deps, ticket: Ticket) -> Proposal:
@@ -40,6 +56,11 @@ def authorised_proposal(deps: Deps, ticket: Ticket) -> Proposal:
     return proposal
 
 
+def _engine(deps: Deps) -> Engine:
+    engine: Engine = deps.sessions.kw["bind"]
+    return engine
+
+
 def _recorded(deps: Deps, key: str) -> dict[str, Any] | None:
     with deps.sessions() as session:
         row = ledger.find(session, key)
@@ -49,43 +70,114 @@ def _recorded(deps: Deps, key: str) -> dict[str, Any] | None:
             "refunded_at": row.refunded_at.isoformat()}
 
 
-def execute_refund(deps: Deps, ticket_id: int, actor: str) -> list[dict[str, Any]]:
-    """One gateway call per (ticket, payment), each with its idempotency key."""
+def execute_refund(deps: Deps, ticket_id: int, actor: str, *,
+                   recovering: bool = False) -> list[dict[str, Any]]:
+    """One gateway refund per (ticket, payment), each under its idempotency key.
+
+    ``recovering``: an earlier attempt of this step may have reached the gateway and died, so
+    each refund is looked up there before it is asked for.
+    """
     ticket = tickets.get(deps.sessions, ticket_id)
+    if ticket.state in _PAST_APPROVED:
+        return []  # another run refunded it meanwhile; record_refunds leaves it as it is
     if ticket.state != State.APPROVED.value:
         raise InvalidApprovalToken(f"{tickets.format_ticket_id(ticket_id)} is {ticket.state}, "
                                    "not APPROVED")
     proposal = authorised_proposal(deps, ticket)
     tickets.note(deps.sessions, ticket_id, "refund_worker_started", actor,
-                 {"proposal_hash": ticket.proposal_hash})
-    out = []
-    for refund in proposal.refunds:
-        for pay in refund.payments:
-            key = refund_idempotency_key(ticket.ticket_key or "", pay.payment_id)
-            done = _recorded(deps, key) or _call(deps, ticket, pay.charge_ref or "", pay.amount,
-                                                 refund.currency, key, pay.payment_id)
-            out.append({"payment_id": pay.payment_id, "amount": str(pay.amount),
-                        "currency": refund.currency, "idempotency_key": key, **done})
-    return out
+                 {"proposal_hash": ticket.proposal_hash, "recovering": recovering})
+    client = deps.refund_client()
+    try:
+        return [_refund_payment(deps, client, ticket, refund.currency, pay, recovering)
+                for refund in proposal.refunds for pay in refund.payments]
+    finally:
+        client.close()
 
 
-def _call(deps: Deps, ticket: Ticket, charge_ref: str, amount: Decimal, currency: str,
-          key: str, payment_id: str) -> dict[str, Any]:
+def _refund_payment(deps: Deps, client: RefundClient, ticket: Ticket, currency: str,
+                    pay: PaymentRefund, recovering: bool) -> dict[str, Any]:
+    key = refund_idempotency_key(ticket.ticket_key or "", pay.payment_id)
+    base = {"payment_id": pay.payment_id, "amount": str(pay.amount), "currency": currency,
+            "idempotency_key": key}
+    kill_point("refund.before_payment")
+    if not is_on(Layer.LEDGER):
+        return {**base, **_lookup_or_call(deps, client, ticket, currency, pay, key, recovering)}
+    holder = secrets.token_hex(8)
+    done = _claim(deps, ticket, pay, key, holder)
+    if isinstance(done, dict):
+        return {**base, **done}
+    try:
+        result = _lookup_or_call(deps, client, ticket, currency, pay, key, recovering or done)
+    except GatewayError as exc:
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 409:
+            ledger.release_call(_engine(deps), key, holder)  # a 4xx created nothing
+        raise
+    ledger.finish_call(_engine(deps), key, result["gateway_refund_id"])
+    kill_point("refund.after_ledger_call")
+    return {**base, **result}
+
+
+def _claim(deps: Deps, ticket: Ticket, pay: PaymentRefund, key: str,
+           holder: str) -> dict[str, Any] | bool:
+    """The recorded refund (a dict), or whether the call is ours to make after a lookup."""
+    lease = lease_seconds()
+    while True:
+        recorded = _recorded(deps, key)
+        if recorded is not None:
+            return recorded
+        claim = ledger.claim_call(_engine(deps), key, ticket_id=ticket.id,
+                                  payment_id=pay.payment_id, holder=holder, lease_s=lease)
+        if claim.status == "done" and claim.gateway_refund_id is not None:
+            return {"gateway_refund_id": claim.gateway_refund_id,
+                    "refunded_at": utcnow().isoformat()}
+        if claim.status in ("new", "stale"):
+            return claim.status == "stale"
+        time.sleep(BUSY_POLL_S)  # a live worker is calling: wait for its answer or its lease
+
+
+def _lookup_or_call(deps: Deps, client: RefundClient, ticket: Ticket, currency: str,
+                    pay: PaymentRefund, key: str, lookup: bool) -> dict[str, Any]:
+    if lookup:
+        found = client.find_refund(pay.charge_ref or "", _metadata(ticket, pay.payment_id))
+        if found is not None:
+            tickets.note(deps.sessions, ticket.id, "gateway_refund_found", "refund_worker",
+                         {"payment_id": pay.payment_id,
+                          "gateway_refund_id": found.gateway_refund_id})
+            return _answer(found)
+    return _call(deps, client, ticket, pay.charge_ref or "", pay.amount, currency, key,
+                 pay.payment_id)
+
+
+def _metadata(ticket: Ticket, payment_id: str) -> dict[str, str]:
+    return {"ticket": tickets.format_ticket_id(ticket.id), "ticket_key": ticket.ticket_key or "",
+            "payment_id": payment_id}
+
+
+def _answer(refund: GatewayRefund) -> dict[str, Any]:
+    return {"gateway_refund_id": refund.gateway_refund_id, "refunded_at": utcnow().isoformat()}
+
+
+def _call(deps: Deps, client: RefundClient, ticket: Ticket, charge_ref: str, amount: Decimal,
+          currency: str, key: str, payment_id: str) -> dict[str, Any]:
+    idempotent = is_on(Layer.GATEWAY_IDEMPOTENCY)
+    # Without the gateway layer each attempt is a new request to the gateway: a random key,
+    # and no blind retry that could repeat a refund the gateway already made.
+    sent_key = key if idempotent else f"{key}:{secrets.token_hex(8)}"
     request = RefundRequest(charge_ref=charge_ref, amount=amount, currency=currency,
-                            idempotency_key=key,
-                            metadata={"ticket": tickets.format_ticket_id(ticket.id),
-                                      "ticket_key": ticket.ticket_key or "",
-                                      "payment_id": payment_id})
-    result = deps.refund_client().refund(request)
+                            idempotency_key=sent_key, metadata=_metadata(ticket, payment_id))
+    kill_point("refund.before_call")
+    result = client.refund(request, retry=idempotent)
+    kill_point("refund.after_call")
     tickets.note(deps.sessions, ticket.id, "gateway_refund", "refund_worker",
                  {"payment_id": payment_id, "idempotency_key": key,
                   "gateway_refund_id": result.gateway_refund_id, "amount": str(result.amount)})
-    return {"gateway_refund_id": result.gateway_refund_id, "refunded_at": utcnow().isoformat()}
+    return _answer(result)
 
 
 def record_refunds(deps: Deps, ticket_id: int, results: list[dict[str, Any]],
                    actor: str) -> Ticket:
     """Ledger rows and APPROVED -> REFUNDED in one transaction (idempotent per key)."""
+    kill_point("refund.before_record")
     ticket = tickets.get(deps.sessions, ticket_id)
     if ticket.state != State.APPROVED.value:
         return ticket
@@ -98,6 +190,15 @@ def record_refunds(deps: Deps, ticket_id: int, results: list[dict[str, Any]],
                           gateway_refund_id=r["gateway_refund_id"],
                           at=datetime.fromisoformat(r["refunded_at"]))
 
-    return tickets.transition(deps.sessions, ticket_id, State.REFUNDED, actor=actor,
-                              payload={"refunds": results}, within=write,
-                              expect=State.APPROVED)
+    try:
+        done = tickets.transition(deps.sessions, ticket_id, State.REFUNDED, actor=actor,
+                                  payload={"refunds": results}, within=write,
+                                  expect=State.APPROVED)
+    except ConcurrentTransition:
+        # A concurrent run of the same ticket recorded first; its rows are the same refunds.
+        current = tickets.get(deps.sessions, ticket_id)
+        if current.state not in _PAST_APPROVED:
+            raise
+        return current
+    kill_point("refund.after_record")
+    return done

@@ -219,4 +219,30 @@ class ApprovalDecision(Base):
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ModelCall(Base):
+    """One model call of a ticket: its answer and usage, so a re-run reuses it instead of paying.
+
+    Unique per (ticket, agent, input hash): the same question is never asked twice.
+    ``output`` is None when the answer did not fit the schema (the tokens were spent anyway).
+    """
+
+    __tablename__ = "model_calls"
+    __table_args__ = (UniqueConstraint("ticket_id", "agent", "input_hash"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    agent: Mapped[str] = mapped_column(String(32))
+    input_hash: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    # False: the server sent no usage and the call's upper bound was charged instead.
+    usage_reported: Mapped[bool] = mapped_column(Boolean, default=True)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 8), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 Index("ix_invoices_customer_issued", Invoice.customer_id, Invoice.issued_at)
+# The global breaker counts recent escalations on every model call.
+Index("ix_ticket_events_to_state_at", TicketEvent.to_state, TicketEvent.at)

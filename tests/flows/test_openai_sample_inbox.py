@@ -1,0 +1,59 @@
+"""The sample inbox through reconcile-inbox on the OpenAI adapter: the real SDK talks HTTP to
+the loopback server (rules mode), and every proposal equals the generator's ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+from billing_recon import runtime
+from billing_recon.demo import matches
+from billing_recon.domain.email import parse_email
+from billing_recon.llm.chat_server import ChatServer
+from billing_recon.llm.openai_chat import OpenAIChatModel
+from billing_recon.steps.deps import Deps
+from billing_recon.store import model_calls, tickets
+from billing_recon.store.csv_loader import load_directory
+from billing_recon.store.sample_data import generate
+from flows.reconcile_inbox import reconcile_inbox
+from tests.llm_server import use_openai
+
+pytestmark = [pytest.mark.flows, pytest.mark.anyio]
+
+
+@pytest.fixture
+def openai_sample(tmp_path: Path, chat_server: ChatServer, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[tuple[Deps, Path, dict]]:
+    """The sample data in a fresh SQLite database; the pipeline on the OpenAI adapter."""
+    monkeypatch.setenv("BILLING_RECON_DATABASE_URL", f"sqlite:///{tmp_path}/billing.db")
+    monkeypatch.setenv("BILLING_RECON_GATEWAY_DB", f"sqlite:///{tmp_path}/gateway.db")
+    monkeypatch.setenv("BILLING_RECON_HOME", str(tmp_path / "home"))
+    use_openai(chat_server, monkeypatch)
+    sample = generate(tmp_path / "sample", seed=7)
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "storage"}):
+        deps = runtime.build()
+        load_directory(deps.sessions, sample.data_dir)
+        yield deps, sample.inbox_dir, sample.ground_truth
+    runtime.reset()
+
+
+async def test_sample_inbox_on_the_openai_adapter_equals_the_ground_truth(
+        openai_sample: tuple[Deps, Path, dict], chat_server: ChatServer) -> None:
+    deps, inbox, truth = openai_sample
+    assert isinstance(deps.model, OpenAIChatModel)
+    await reconcile_inbox(inbox=str(inbox), approval_wait_s=0)
+    for path in sorted(inbox.glob("*.eml")):
+        ticket = tickets.find_by_email(deps.sessions, parse_email(path.read_bytes()).email_id)
+        assert ticket is not None
+        assert matches(truth[path.name], ticket), (path.name, ticket.state, ticket.proposal)
+        if truth[path.name]["refund"]:
+            assert ticket.proposal["claimed"] == truth[path.name]["claimed"], path.name
+        recorded = model_calls.of_ticket(deps.sessions, ticket.id)
+        assert all(c.model.startswith("gpt-4.1") for c in recorded), path.name
+    assert chat_server.calls("triage") == len(truth)
+    assert chat_server.calls("analysis") == sum(
+        1 for t in truth.values() if t["expected_state"] in {"APPROVAL_PENDING", "CLOSED"}
+        and t["reason"] in {None, "no_discrepancy"})

@@ -1,0 +1,129 @@
+"""The E2B backend through the official SDK, against the loopback E2B (127.0.0.1 only).
+
+The contract suite runs this backend too (test_sandbox_contract.py); these tests check what is
+E2B's own: sandbox life cycle, what is sent to the API, and its failures.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from billing_recon.errors import SandboxUnavailable
+from billing_recon.sandbox import SandboxLimits, SandboxSettings, make_sandbox
+from billing_recon.sandbox.e2b_backend import E2BSandbox
+from tests.integration.e2b_loopback import FakeE2B
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeE2B]:
+    """A loopback E2B for one test."""
+    server = FakeE2B(wall_timeout_s=5).start()
+    yield server
+    server.stop()
+
+
+def e2b(fake: FakeE2B, **options: object) -> E2BSandbox:
+    """The E2B backend pointed at `fake`."""
+    return E2BSandbox(api_key=fake.api_key, api_url=fake.url, sandbox_url=fake.url,
+                      **options)  # type: ignore[arg-type]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("code", "wall"),
+    [("print('ok')", 30.0), ("1 / 0", 30.0), ("while True:\n    pass\n", 1.0)],
+    ids=["success", "error", "timeout"],
+)
+def test_every_run_kills_its_sandbox(fake: FakeE2B, code: str, wall: float) -> None:
+    e2b(fake).run(code, {}, limits=SandboxLimits(wall_timeout_s=wall))
+
+    assert [c["id"] for c in fake.created] == fake.killed
+    assert fake.live_sandboxes() == []
+
+
+def test_sandbox_is_asked_for_template_lifetime_and_no_internet(
+    fake: FakeE2B, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BILLING_RECON_SIGNING_KEY", "not-for-the-sandbox")
+
+    e2b(fake, template="billing-tmpl", sandbox_timeout_s=123).run("pass", {})
+
+    created = fake.created[0]
+    assert (created["templateID"], created["timeout"]) == ("billing-tmpl", 123)
+    assert created["allow_internet_access"] is False
+    assert created["envVars"] == {}
+
+
+def test_inputs_are_uploaded_and_outputs_read_back(fake: FakeE2B) -> None:
+    code = "open('out/copy.csv', 'w').write(open('in.csv').read().upper())"
+
+    result = e2b(fake).run(code, {"in.csv": b"a,b\n1,2\n"})
+
+    assert result.ok, result.error
+    assert result.files == {"copy.csv": b"A,B\n1,2\n"}  # the status file is ours, not a result
+
+
+def test_missing_api_key_is_sandbox_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    monkeypatch.delenv("E2B_DEBUG", raising=False)
+
+    with pytest.raises(SandboxUnavailable, match="E2B_API_KEY"):
+        make_sandbox("e2b", SandboxSettings.from_env())
+
+
+def test_unreachable_api_is_sandbox_unavailable() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    box = E2BSandbox(api_key="e2b_key", api_url=url, sandbox_url=url)
+
+    with pytest.raises(SandboxUnavailable, match="could not create a sandbox"):
+        box.run("pass", {})
+
+
+def test_rejected_api_key_is_sandbox_unavailable(fake: FakeE2B) -> None:
+    box = E2BSandbox(api_key="e2b_wrong", api_url=fake.url, sandbox_url=fake.url)
+
+    with pytest.raises(SandboxUnavailable, match="could not create a sandbox"):
+        box.run("pass", {})
+    assert fake.created == []
+
+
+def test_debug_mode_needs_no_key_and_no_control_plane(
+    fake: FakeE2B, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+
+    result = E2BSandbox(debug=True, sandbox_url=fake.url).run("print('debug')", {})
+
+    assert result.stdout == "debug\n"
+    assert fake.created == [] and fake.executions == 1
+
+
+def test_output_beyond_the_in_sandbox_cap_stops_the_run(fake: FakeE2B) -> None:
+    # The script undoes the driver's cap; the client stops reading instead of buffering it.
+    code = "import sys\nsys.stdout = sys.__stdout__\nprint('z' * 200_000)\n"
+
+    result = e2b(fake).run(code, {}, limits=SandboxLimits(max_output_bytes=1000))
+
+    assert result.error is not None and result.error.name == "OutputFlood"
+    assert len(result.stdout) == 1000 and result.stdout_truncated
+    assert fake.live_sandboxes() == []
+
+
+def test_script_that_defeats_the_alarm_times_out_on_the_client(fake: FakeE2B) -> None:
+    code = ("import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+            "for _ in range(60):\n    time.sleep(0.05)\nprint('finished')\n")
+
+    result = e2b(fake, client_grace_s=0.5).run(code, {}, limits=SandboxLimits(wall_timeout_s=1))
+
+    assert result.timed_out and result.exit_code is None
+    assert "finished" not in result.stdout
+    assert 1.5 <= result.duration_s < 3.0
+    assert fake.live_sandboxes() == []
