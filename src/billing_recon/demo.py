@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,17 @@ def _proposed_text(ticket: Ticket) -> str:
 
 def _state_text(ticket: Ticket) -> str:
     return ticket.state + (f"({ticket.reason})" if ticket.reason else "")
+
+
+def _command() -> str:
+    """How the user invoked us (``.venv/bin/billing-recon`` after ``make demo``)."""
+    invoked = sys.argv[0] if sys.argv else ""
+    on_path = shutil.which("billing-recon")
+    if Path(invoked).name != "billing-recon" or (
+            on_path and Path(on_path).resolve() == Path(invoked).resolve()):
+        return "billing-recon"
+    relative = os.path.relpath(invoked)
+    return relative if relative.startswith(".") or "/" in relative else "billing-recon"
 
 
 def _ui_hint() -> str:
@@ -89,9 +102,10 @@ class DemoReport:
               f"{len(pending)} tickets await a decision.")
         if pending:
             first = tickets.format_ticket_id(min(t.id for t in pending))
+            cmd = _command()
             print(f"\nDecide from a second terminal (same directory):\n"
-                  f"  billing-recon approvals\n  billing-recon approve {first} --by alice\n"
-                  f"  billing-recon reject  {first} --by bob --note 'not owed'\n{_ui_hint()}",
+                  f"  {cmd} approvals\n  {cmd} approve {first} --by alice\n"
+                  f"  {cmd} reject  {first} --by bob --note 'not owed'\n{_ui_hint()}",
                   flush=True)
 
 
