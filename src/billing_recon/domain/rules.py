@@ -1,8 +1,7 @@
 """The trusted reconciliation rules of SPEC §4: exact, vectorised, self-contained.
 
-This file's source text is also shipped verbatim as the offline analysis script that runs inside
-the sandbox, where only the standard library, numpy and pandas exist. So it imports nothing from
-``billing_recon`` and runs as a script::
+It imports nothing from ``billing_recon`` (only the standard library, numpy and pandas), so it
+can also run on its own, e.g. inside a sandbox, as a script::
 
     python rules.py [DATA_DIR]    # prints one JSON document: summarize(reconcile(...))
 
@@ -75,10 +74,9 @@ _MAX_DIGITS: Final = 18
 _INT64_MAX: Final = int(np.iinfo(np.int64).max)
 _NO_PRICE: Final = _INT64_MAX
 _POW10: Final = 10 ** np.arange(19, dtype=np.int64)
-_CENTS: Final = np.array([f".{i:02d}" for i in range(100)])
 _BOOLEANS: Final = {"true": True, "1": True, "false": False, "0": False, "": False}
 _BILLED: Final = ("subtotal", "tax", "total")
-_PLUS, _MINUS, _DOT, _ZERO, _PAD = (np.uint8(ord(c)) for c in "+-.0\0")
+_PLUS, _MINUS, _DOT, _ZERO, _PAD, _COMMA = (np.uint8(ord(c)) for c in "+-.0\0,")
 
 
 # ---------------------------------------------------------------- input normalisation
@@ -149,6 +147,60 @@ def _scan(matrix: npt.NDArray[np.uint8], places: int) -> dict[str, Any]:
     return {"acc": acc, "frac": frac, "taken": taken, "bad": bad | ~any_digit, "excess": excess}
 
 
+def _fast_scaled(values: list[Any], places: int) -> IntArray | None:
+    """The canonical form ``[-]digits[.digits]`` (at most ``places`` decimals, 18 digits once
+    scaled) parsed exactly from one joined buffer; None when any cell is outside that form.
+
+    This is the common case (the CSV form the store writes), read without building a padded
+    byte matrix: the cells are joined with commas, every byte is checked at once, each cell's
+    decimal point is found at one of the ``places + 1`` positions it may take, and numpy's
+    integer text reader converts the digits with the points removed. Anything else (empty or
+    null cells, '+', whitespace, excess places, a stray comma or point) returns None, and
+    the general parser then accepts it or names the offending row.
+    """
+    count = len(values)
+    try:
+        data = ",".join(values).encode("ascii")
+    except (TypeError, UnicodeEncodeError):  # a null cell (not a str) or non-ASCII text
+        return None
+    buf = np.frombuffer(data, np.uint8)
+    if buf.size == 0:
+        return None
+    is_comma = buf == _COMMA
+    commas, dots, minuses = (int(np.count_nonzero(x))
+                             for x in (is_comma, buf == _DOT, buf == _MINUS))
+    digits_seen = int(np.count_nonzero((buf - _ZERO) < 10))  # uint8 wrap: non-digits above 9
+    if digits_seen + commas + dots + minuses != buf.size:
+        return None  # a byte that is not a digit, comma, point or minus
+    if commas != count - 1:
+        return None  # a comma inside a cell
+    ends = np.append(np.flatnonzero(is_comma), buf.size)  # one past each cell's end
+    starts = np.empty(count, np.int64)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    lengths = ends - starts
+    if (lengths == 0).any():
+        return None  # an empty cell
+    negative = buf[np.minimum(starts, buf.size - 1)] == _MINUS
+    if minuses != int(negative.sum()):
+        return None  # a minus sign that does not lead its cell
+    decimals, found = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    for d in range(places + 1):
+        here = buf[np.maximum(ends - d - 1, 0)] == _DOT
+        here &= lengths > d
+        decimals[here] = d
+        found += here
+    if int(found.sum()) != dots or (found > 1).any():
+        return None  # a point too far left (excess places) or two points in one cell
+    digits = lengths - found - negative
+    if (digits == 0).any() or (digits + places - decimals > _MAX_DIGITS).any():
+        return None
+    parsed = np.fromstring(data.replace(b".", b"").decode(), dtype=np.int64, sep=",")
+    if parsed.size != count:
+        return None
+    scaled: IntArray = parsed * _POW10[places - decimals]
+    return scaled
+
+
 def _scaled(frame: pd.DataFrame, table: str, column: str, places: int) -> IntArray:
     """Parse a column of decimal strings exactly into int64 units of 10**-places.
 
@@ -159,6 +211,14 @@ def _scaled(frame: pd.DataFrame, table: str, column: str, places: int) -> IntArr
     raw = frame[column].to_numpy(dtype=object)
     if len(raw) == 0:
         return np.zeros(0, np.int64)
+    fast = _fast_scaled(raw.tolist(), places)
+    return fast if fast is not None else _general_scaled(raw, table, column, places)
+
+
+def _general_scaled(
+    raw: npt.NDArray[np.object_], table: str, column: str, places: int
+) -> IntArray:
+    """``_scaled`` for any input: a NUL-padded byte matrix read by ``_scan``."""
     try:
         data = raw.astype("S")
     except UnicodeEncodeError as exc:
@@ -394,11 +454,32 @@ def _reason_masks(
 
 
 def _money_text(cents: IntArray) -> npt.NDArray[np.object_]:
-    """Two-place decimal strings ("-1.05", "12.30") from integer cents, vectorised."""
+    """Two-place decimal strings ("-1.05", "12.30") from integer cents, vectorised.
+
+    The digits are written into a byte matrix, one row per value, and read back as strings
+    in one conversion (NUL padding at the end of a row is dropped by numpy).
+    """
+    count = len(cents)
+    if count == 0:
+        return np.zeros(0, dtype=object)
+    negative = cents < 0
     magnitude = np.abs(cents)
-    text = np.char.add((magnitude // 100).astype(str), _CENTS[magnitude % 100])
-    text = np.where(cents < 0, np.char.add("-", text), text)
-    return text.astype(object)
+    whole = magnitude // 100
+    width = np.searchsorted(_POW10[1:], whole, side="right") + 1  # digits before the point
+    point = negative + width
+    rows = np.arange(count)
+    matrix = np.zeros((count, int(point.max()) + 3), np.uint8)
+    rest = whole.copy()
+    for k in range(int(width.max())):  # k-th digit left of the point, for values that have it
+        has = width > k
+        matrix[rows[has], point[has] - 1 - k] = _ZERO + rest[has] % 10
+        rest //= 10
+    matrix[rows, point] = _DOT
+    matrix[rows, point + 1] = _ZERO + magnitude % 100 // 10
+    matrix[rows, point + 2] = _ZERO + magnitude % 10
+    matrix[negative, 0] = _MINUS
+    text = matrix.view(f"S{matrix.shape[1]}").ravel()
+    return text.astype(str).astype(object)
 
 
 def _reason_lists(masks: IntArray) -> list[list[str]]:

@@ -1,0 +1,179 @@
+"""Run one way of processing tickets over a list of emails, in this process; print timings.
+
+    python bench/ticket_runner.py MODE EMAILS_FILE [--warmup EML]
+
+MODE is ``core`` (billing_recon.pipeline, no Prefect), ``shipped`` (flows/process_ticket, one
+flow run per email, ``approval_wait_s=0``), ``lean`` (bench/lean_flow, the same per email),
+``naive`` (bench/naive_flow), ``batch`` (flows/reconcile_inbox over all the emails in one run)
+or ``batch-concurrent`` (bench/inbox_concurrent, likewise). The database, the Prefect server and
+the sandbox come from the environment. The last stdout line is one JSON object: wall and CPU
+seconds of the timed part (the warm-up email is run first and not counted) and each email's
+settled state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect_server import machine_busy, postgres_cpu, process_tree_cpu
+
+
+def _cpu() -> dict[str, float]:
+    """CPU seconds so far: this process tree, the Prefect server, PostgreSQL, the machine."""
+    server = os.environ.get("BENCH_SERVER_PID")
+    return {"client": process_tree_cpu(os.getpid()),
+            "server": process_tree_cpu(int(server)) if server else 0.0,
+            "postgres": postgres_cpu(), "machine": machine_busy()}
+
+
+def _spent(before: dict[str, float]) -> dict[str, float]:
+    after = _cpu()
+    return {key: after[key] - before[key] for key in before}
+
+
+def _core(paths: list[Path]) -> None:
+    from billing_recon import pipeline, runtime
+
+    deps = runtime.build()
+    for path in paths:
+        pipeline.process_email(deps, path.read_bytes(), str(path))
+
+
+async def _shipped_async(paths: list[Path]) -> None:
+    from flows.process_ticket import process_ticket
+
+    for path in paths:
+        await process_ticket(email_path=str(path), approval_wait_s=0)
+
+
+async def _lean_async(paths: list[Path]) -> None:
+    from lean_flow import process_ticket_lean
+
+    for path in paths:
+        await process_ticket_lean(str(path), approval_wait_s=0)
+
+
+def _naive(paths: list[Path]) -> None:
+    from naive_flow import naive_process_ticket
+
+    for path in paths:
+        naive_process_ticket(str(path))
+
+
+def _batch(paths: list[Path]) -> None:
+    from flows.reconcile_inbox import reconcile_inbox
+
+    asyncio.run(reconcile_inbox(email_paths=[str(p) for p in paths], approval_wait_s=0))
+
+
+def _batch_concurrent(paths: list[Path]) -> None:
+    from inbox_concurrent import reconcile_inbox_concurrent
+
+    width = int(os.environ.get("BENCH_MAX_CONCURRENT", "8"))
+    asyncio.run(reconcile_inbox_concurrent(email_paths=[str(p) for p in paths],
+                                           approval_wait_s=0, max_concurrent=width))
+
+
+def _states(paths: list[Path]) -> dict[str, list[str | None]]:
+    from billing_recon import runtime
+    from billing_recon.domain.email import parse_email
+    from billing_recon.store import tickets
+
+    deps = runtime.build()
+    out: dict[str, list[str | None]] = {}
+    for path in paths:
+        ticket = tickets.find_by_email(deps.sessions, parse_email(path.read_bytes()).email_id)
+        out[path.name] = [ticket.state, ticket.reason] if ticket else [None, None]
+    return out
+
+
+def _wait_for_go(barrier: Path | None) -> None:
+    """With a barrier directory: say this process is warm, then wait for the signal to go."""
+    if barrier is None:
+        return
+    (barrier / f"ready-{os.getpid()}").touch()
+    while not (barrier / "go").exists():
+        time.sleep(0.01)
+
+
+def _timeline(paths: list[Path]) -> dict[str, list[float]]:
+    """When each ticket was opened and when it settled (epoch seconds, sorted)."""
+    from sqlalchemy import func, select
+
+    from billing_recon import runtime
+    from billing_recon.domain.email import parse_email
+    from billing_recon.store.models import Ticket, TicketEvent
+
+    ids = [parse_email(p.read_bytes()).email_id for p in paths]
+    with runtime.build().sessions() as session:
+        rows = session.execute(
+            select(func.min(TicketEvent.at), func.max(TicketEvent.at))
+            .join(Ticket, Ticket.id == TicketEvent.ticket_id)
+            .where(Ticket.email_id.in_(ids), TicketEvent.kind == "transition")
+            .group_by(Ticket.id)).all()
+    return {"opened": sorted(r[0].timestamp() for r in rows),
+            "settled": sorted(r[1].timestamp() for r in rows)}
+
+
+def run(mode: str, paths: list[Path], warmup: Path | None,
+        barrier: Path | None = None) -> dict[str, Any]:
+    """Warm up on one email, then time the rest; return the measurements."""
+    if mode in ("shipped", "lean"):
+        flow_runs = _shipped_async if mode == "shipped" else _lean_async
+
+        async def both() -> tuple[float, dict[str, float]]:
+            if warmup:
+                await flow_runs([warmup])
+            _wait_for_go(barrier)
+            t0, c0 = time.perf_counter(), _cpu()
+            await flow_runs(paths)
+            return time.perf_counter() - t0, _spent(c0)
+        wall, cpu = asyncio.run(both())
+    else:
+        runner = {"core": _core, "naive": _naive, "batch": _batch,
+                  "batch-concurrent": _batch_concurrent}[mode]
+        if warmup:
+            runner([warmup])
+        _wait_for_go(barrier)
+        t0, c0 = time.perf_counter(), _cpu()
+        runner(paths)
+        wall, cpu = time.perf_counter() - t0, _spent(c0)
+    return {"mode": mode, "n": len(paths), "wall_s": wall, "cpu_s": cpu,
+            "started_at": time.time() - wall, "ended_at": time.time(),
+            "states": _states(paths),
+            "timeline": _timeline(paths) if mode.startswith("batch") else None}
+
+
+def main() -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=["core", "shipped", "lean", "naive", "batch",
+                                             "batch-concurrent"])
+    parser.add_argument("emails", type=Path, help="file with one .eml path per line")
+    parser.add_argument("--warmup", type=Path, default=None)
+    parser.add_argument("--barrier", type=Path, default=None,
+                        help="directory: signal ready after the warm-up, start on its 'go' file")
+    args = parser.parse_args()
+    paths = [Path(line) for line in args.emails.read_text().split() if line]
+    try:
+        result = run(args.mode, paths, args.warmup, args.barrier)
+    finally:
+        from billing_recon import runtime
+
+        runtime.reset()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
