@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +21,9 @@ from billing_recon import runtime
 from billing_recon.payments.gateway_store import GatewayStore
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
+from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Customer, Invoice, InvoiceLine, Payment, PriceAgreement
+from billing_recon.store.sample_data import generate
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,6 +47,25 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deps]:
         deps = runtime.build()
         _seed(deps)
         yield deps
+    runtime.reset()
+
+
+@contextmanager
+def sample_world(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[tuple[Deps, Path, dict[str, Any]]]:
+    """The generated sample data loaded into ``db_url``, with fresh gateway, key and storage.
+
+    The model is whatever the environment selects when it is entered (offline by default).
+    """
+    monkeypatch.setenv("BILLING_RECON_DATABASE_URL", db_url)
+    monkeypatch.setenv("BILLING_RECON_GATEWAY_DB", f"sqlite:///{tmp_path}/gateway.db")
+    monkeypatch.setenv("BILLING_RECON_HOME", str(tmp_path / "home"))
+    runtime.reset()
+    sample = generate(tmp_path / "sample", seed=7)
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "storage"}):
+        deps = runtime.build()
+        load_directory(deps.sessions, sample.data_dir)
+        yield deps, sample.inbox_dir, sample.ground_truth
     runtime.reset()
 
 

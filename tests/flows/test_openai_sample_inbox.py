@@ -7,18 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-from billing_recon import runtime
 from billing_recon.demo import matches
 from billing_recon.domain.email import parse_email
 from billing_recon.llm.chat_server import ChatServer
 from billing_recon.llm.openai_chat import OpenAIChatModel
 from billing_recon.steps.deps import Deps
 from billing_recon.store import model_calls, tickets
-from billing_recon.store.csv_loader import load_directory
-from billing_recon.store.sample_data import generate
 from flows.reconcile_inbox import reconcile_inbox
+from tests.flows.conftest import sample_world
 from tests.llm_server import use_openai
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]
@@ -28,16 +25,9 @@ pytestmark = [pytest.mark.flows, pytest.mark.anyio]
 def openai_sample(tmp_path: Path, chat_server: ChatServer, monkeypatch: pytest.MonkeyPatch
                   ) -> Iterator[tuple[Deps, Path, dict]]:
     """The sample data in a fresh SQLite database; the pipeline on the OpenAI adapter."""
-    monkeypatch.setenv("BILLING_RECON_DATABASE_URL", f"sqlite:///{tmp_path}/billing.db")
-    monkeypatch.setenv("BILLING_RECON_GATEWAY_DB", f"sqlite:///{tmp_path}/gateway.db")
-    monkeypatch.setenv("BILLING_RECON_HOME", str(tmp_path / "home"))
     use_openai(chat_server, monkeypatch)
-    sample = generate(tmp_path / "sample", seed=7)
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "storage"}):
-        deps = runtime.build()
-        load_directory(deps.sessions, sample.data_dir)
-        yield deps, sample.inbox_dir, sample.ground_truth
-    runtime.reset()
+    with sample_world(f"sqlite:///{tmp_path}/billing.db", tmp_path, monkeypatch) as world:
+        yield world
 
 
 async def test_sample_inbox_on_the_openai_adapter_equals_the_ground_truth(

@@ -6,39 +6,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-from billing_recon import runtime
 from billing_recon.demo import matches
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
-from billing_recon.store.csv_loader import load_directory
-from billing_recon.store.sample_data import generate
 from flows.reconcile_inbox import reconcile_inbox
+from tests.flows.conftest import sample_world
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]
 
 
 @pytest.fixture
-def sample_world(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[tuple[Deps, Path, dict]]:
-    """The sample data loaded into a fresh database (SQLite and PostgreSQL)."""
-    monkeypatch.setenv("BILLING_RECON_DATABASE_URL", db_url)
-    monkeypatch.setenv("BILLING_RECON_GATEWAY_DB", f"sqlite:///{tmp_path}/gateway.db")
-    monkeypatch.setenv("BILLING_RECON_HOME", str(tmp_path / "home"))
+def sample(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+           ) -> Iterator[tuple[Deps, Path, dict]]:
+    """The sample data loaded into a fresh database (SQLite and PostgreSQL), offline model."""
     monkeypatch.delenv("BILLING_RECON_LLM", raising=False)
-    runtime.reset()
-    sample = generate(tmp_path / "sample", seed=7)
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "storage"}):
-        deps = runtime.build()
-        load_directory(deps.sessions, sample.data_dir)
-        yield deps, sample.inbox_dir, sample.ground_truth
-    runtime.reset()
+    with sample_world(db_url, tmp_path, monkeypatch) as world:
+        yield world
 
 
 async def test_every_sample_email_ends_as_its_ground_truth_says(
-        sample_world: tuple[Deps, Path, dict]) -> None:
-    deps, inbox, truth = sample_world
+        sample: tuple[Deps, Path, dict]) -> None:
+    deps, inbox, truth = sample
     results = await reconcile_inbox(inbox=str(inbox), approval_wait_s=0)
     assert len(results) == len(truth) == tickets.count(deps.sessions)
     for path in sorted(inbox.glob("*.eml")):
