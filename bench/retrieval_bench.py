@@ -3,7 +3,7 @@
     python bench/retrieval_bench.py [--invoices 1000000] [--customers 100000] [--tickets 300]
 
 Creates a throw-away PostgreSQL database with the project's schema (Alembic, all revisions),
-bulk-loads it with COPY (10 invoices per customer by default, 2 lines and 1 payment per
+bulk-loads it with COPY (10 invoices per customer by default, 1 line and 1 payment per
 invoice, some credits, refunds and price agreements), runs ANALYZE, then takes ``--tickets``
 tickets (half naming invoice ids, half naming none, i.e. every invoice of the customer) from
 TRIAGED through the real ``retrieval.fetch_invoices`` step, and reads each scope with
@@ -43,7 +43,7 @@ from billing_recon.store import billing, tickets
 from billing_recon.store.db import make_engine, migrate
 
 ACTOR = "bench"
-LINES_PER_INVOICE = 2
+LINES_PER_INVOICE = 1
 
 
 def _copy(conn: psycopg.Connection[Any], table: str, columns: str, rows: Iterator[str]) -> None:

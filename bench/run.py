@@ -56,10 +56,10 @@ class Sizes:
     batch: int = 1000
     growth_from: int = 100
     lines: int = 1_000_000
-    engine_repeat: int = 2
+    engine_repeat: int = 1
     invoices: int = 1_000_000
     customers: int = 100_000
-    lookups: int = 300
+    lookups: int = 200
 
 
 QUICK = Sizes(tickets=36, rounds=1, batch_compare=(24,), batch=96, growth_from=24,
@@ -134,6 +134,13 @@ class Lab:
                     check=True, capture_output=True)
             self.servers[name] = started
         return self.servers[name]
+
+    def start_servers(self, names: list[str]) -> None:
+        """Start several servers at once (each takes ~10 s to become healthy)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(self.server, names))
 
     def env(self, database: str, server: str | None, extra: dict[str, str]) -> dict[str, str]:
         """Environment of a ticket_runner process."""
@@ -439,7 +446,8 @@ def colleagues(report: Report) -> None:
             report.add("5", script, "n/a", "not present")
             continue
         try:
-            done = subprocess.run([PYTHON, str(path)], capture_output=True, text=True,
+            args = ["--cold", "5", "--warm", "20"] if script == "sandbox_bench.py" else []
+            done = subprocess.run([PYTHON, str(path), *args], capture_output=True, text=True,
                                   timeout=600, check=False,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
         except subprocess.TimeoutExpired:
@@ -527,6 +535,7 @@ def main() -> int:
         pending_copies = -(-max((*sizes.batch_compare, sizes.batch)) // 12)
         copies = max(-(-sizes.tickets // 18), pending_copies) + 1  # +1: warm-up emails
         with lab(copies) as lab_:
+            lab_.start_servers(["default", "tuned"] if "1" in only else ["tuned"])
             if "1" in only:
                 ticket_cost(lab_, sizes, report, args.proposals)
             if "2" in only:
