@@ -6,13 +6,16 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from billing_recon.errors import UserInputError
 from billing_recon.llm.settings import LlmBudget, ModelSettings
 from billing_recon.sandbox.settings import SandboxSettings
 from billing_recon.store.db import database_url
 
 DEFAULT_APPROVERS = ("alice", "bob")
+TRUE = {"1", "true", "yes", "on"}
 
 
 def _home() -> Path:
@@ -35,6 +38,22 @@ def _approvers() -> tuple[str, ...]:
     if raw is None:
         return DEFAULT_APPROVERS
     return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _four_eyes() -> tuple[tuple[str, Decimal], ...]:
+    """BILLING_RECON_FOUR_EYES, e.g. ``USD:1000,EUR:900``: above it two approvers are needed."""
+    raw = os.environ.get("BILLING_RECON_FOUR_EYES", "")
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        currency, sep, amount = item.partition(":")
+        try:
+            if not sep:
+                raise InvalidOperation
+            pairs.append((currency.strip().upper(), Decimal(amount.strip())))
+        except InvalidOperation as exc:
+            raise UserInputError(f"BILLING_RECON_FOUR_EYES: {item!r} is not CURRENCY:AMOUNT"
+                                 ) from exc
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,12 @@ class Settings:
         default_factory=lambda: float(os.environ.get("BILLING_RECON_APPROVAL_TIMEOUT", "259200"))
     )
     analysis_retries: int = 3
+    # Issue 8: refuse any decision without a verified one-time code (production setting).
+    require_verified_code: bool = field(
+        default_factory=lambda: os.environ.get("BILLING_RECON_REQUIRE_CODE", "").lower() in TRUE
+    )
+    # Per currency: a refund above this amount needs two different approvers.
+    four_eyes_thresholds: tuple[tuple[str, Decimal], ...] = field(default_factory=_four_eyes)
 
     def signing_key(self) -> bytes:
         """BILLING_RECON_SIGNING_KEY, else a random key kept in an owner-only file."""
