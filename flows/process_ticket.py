@@ -18,6 +18,7 @@ from billing_recon.errors import (
 from billing_recon.store import tickets
 from tasks.approval import wait_for_decision
 from tasks.budget import escalate_over_budget, hold_for_breaker
+from tasks.events import emit_escalated
 from tasks.intake import open_ticket, triage_email
 from tasks.reconcile import (
     advance_analyzed,
@@ -95,8 +96,11 @@ async def process_ticket(
         if email_path is None:
             raise ValueError("process_ticket needs email_path or ticket_id")
         ticket_id = await open_ticket(email_path)
+    before = (await in_thread(tickets.get, deps().sessions, ticket_id)).state
     held = await _advance(ticket_id, approval_wait_s)
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    if ticket.state == State.ESCALATED.value and before != ticket.state:
+        emit_escalated(ticket)
     get_run_logger().info("%s is %s", tickets.format_ticket_id(ticket_id), ticket.state)
     result = {"ticket_id": tickets.format_ticket_id(ticket_id), "state": ticket.state,
               "reason": ticket.reason}

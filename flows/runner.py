@@ -13,6 +13,7 @@ from uuid import UUID
 
 from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import State, is_terminal
+from billing_recon.progress import ProgressBar
 from billing_recon.steps.intake import read_email
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
@@ -23,6 +24,7 @@ from tasks.runtime import deps, in_thread
 
 Update = Callable[[str, Ticket], None]
 POLL_S = 0.1
+SUSPENDED = "suspended"  # tasks.approval's waiter mark for a run suspended on a worker
 
 
 def _reportable(state: str) -> bool:
@@ -30,8 +32,20 @@ def _reportable(state: str) -> bool:
 
 
 async def _watch(ids: dict[str, str], on_update: Update, done: asyncio.Event) -> None:
-    """Call ``on_update(path, ticket)`` once a ticket is reportable and on every later change."""
+    """Call ``on_update(path, ticket)`` once a ticket is reportable and on every later change.
+
+    A progress bar on stderr (on a terminal) counts the tickets that settled.
+    """
     seen: dict[str, str] = {}
+    bar = ProgressBar(len(ids), "tickets settled (pending approval or done)")
+    try:
+        await _poll(ids, on_update, done, seen, bar)
+    finally:
+        bar.close()
+
+
+async def _poll(ids: dict[str, str], on_update: Update, done: asyncio.Event,
+                seen: dict[str, str], bar: ProgressBar) -> None:
     while True:
         finished = done.is_set()
         for path, email_id in ids.items():
@@ -40,7 +54,9 @@ async def _watch(ids: dict[str, str], on_update: Update, done: asyncio.Event) ->
                 continue
             if seen.get(path) != ticket.state:
                 seen[path] = ticket.state
+                bar.clear()
                 on_update(path, ticket)
+        bar.update(len(seen))
         if finished:
             return
         await asyncio.sleep(POLL_S)
@@ -79,10 +95,12 @@ def waiter_alive(ticket: Ticket) -> bool:
 
 
 def resume_waiting(ticket: Ticket, form: dict[str, Any]) -> bool:
-    """Resume the paused run of a decided ticket, if a live process is waiting on it."""
+    """Resume the run waiting on a decided ticket: a live paused process, or a run suspended
+    on the work pool (a worker picks it up again). False when nobody is waiting."""
     from prefect.flow_runs import resume_flow_run
 
-    if not ticket.flow_run_id or not waiter_alive(ticket):
+    suspended = ticket.waiter == SUSPENDED
+    if not ticket.flow_run_id or not (suspended or waiter_alive(ticket)):
         return False
     try:
         resume_flow_run(UUID(ticket.flow_run_id), run_input=ApprovalForm(**form).model_dump())

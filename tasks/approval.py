@@ -7,9 +7,8 @@ import socket
 from datetime import UTC, datetime
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import apause_flow_run
+from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field
@@ -19,6 +18,7 @@ from billing_recon.errors import ApprovalRefused
 from billing_recon.steps import approval_gate, presentation
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
+from tasks.context import flow_run_id, in_deployment
 from tasks.intake import ACTOR
 from tasks.runtime import deps, in_thread
 
@@ -57,16 +57,45 @@ def _seconds_left(ticket: Ticket, until: datetime) -> float:
     return (deadline - datetime.now(UTC)).total_seconds()
 
 
-async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
-    """Pause until the ticket is decided; False when this process stops waiting first.
+def _suspend() -> bool:
+    """Suspend (free the worker) when the run belongs to a deployment; else pause in-process."""
+    if os.environ.get("BILLING_RECON_SUSPEND", "1").lower() in {"0", "false", "no", "off"}:
+        return False
+    return in_deployment()
 
-    A refused decision (not an approver, stale hash) is logged and the form reopens: the run
-    goes back to Paused rather than failing (Prefect validates nothing for us here).
+
+async def _answers_so_far(ticket_id: int) -> int:
+    """How many form answers this ticket has consumed: the next pause key must be new.
+
+    Counted from the ticket's log (not a loop counter) so a suspended run that re-runs from
+    the top asks for the same key again and gets back the answer it was resumed with.
+    """
+    done = await in_thread(tickets.events, deps().sessions, ticket_id, "decision_received")
+    return len(done)
+
+
+async def _ask(form: type[ApprovalForm], ticket_id: int, left: float, suspend: bool,
+               pause: int) -> ApprovalForm:
+    answered = await _answers_so_far(ticket_id)
+    if suspend:  # raises Pause: this process ends, the worker slot is free until a decision
+        return await asuspend_flow_run(wait_for_input=form, timeout=max(1, int(left)),
+                                       key=f"approval-{ticket_id}-{answered}")
+    return await apause_flow_run(wait_for_input=form, timeout=max(1, int(left)),
+                                 poll_interval=POLL_INTERVAL_S,
+                                 key=f"approval-{ticket_id}-{answered}-{pause}")
+
+
+async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
+    """Pause (or suspend, when deployed) until the ticket is decided.
+
+    False when this process stops waiting first. A refused decision (not an approver, stale
+    hash) is logged and the form reopens: the run goes back to Paused rather than failing
+    (Prefect validates nothing for us here).
     """
     logger = get_run_logger()
-    context = FlowRunContext.get()
-    run_id = str(context.flow_run.id) if context and context.flow_run else None
-    markdown, digest = await _publish(ticket_id)
+    run_id = flow_run_id()
+    suspend = _suspend()
+    waiter = "suspended" if suspend else waiter_id()
     until = datetime.now(UTC).timestamp() + wait_s
     for pause in range(1_000):
         ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
@@ -77,17 +106,18 @@ async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
         left = _seconds_left(ticket, datetime.fromtimestamp(until, UTC))
         if left <= 0:
             return False
+        markdown, digest = await _publish(ticket_id)  # again after each answer (four-eyes)
         await in_thread(tickets.note, deps().sessions, ticket_id, "awaiting_decision", ACTOR,
-                        {"flow_run_id": run_id, "waiter": waiter_id(), "pause": pause},
-                        {"flow_run_id": run_id, "waiter": waiter_id()})
+                        {"flow_run_id": run_id, "waiter": waiter, "pause": pause},
+                        {"flow_run_id": run_id, "waiter": waiter})
         form = ApprovalForm.with_initial_data(description=markdown, proposal_hash=digest,
                                               approve=False, approver="")
         try:
-            answer = await apause_flow_run(wait_for_input=form, timeout=max(1, int(left)),
-                                           poll_interval=POLL_INTERVAL_S,
-                                           key=f"approval-{ticket_id}-{pause}")
+            answer = await _ask(form, ticket_id, left, suspend, pause)
         except FlowPauseTimeout:
             continue
+        await in_thread(tickets.note, deps().sessions, ticket_id, "decision_received", ACTOR,
+                        {"approver": answer.approver, "approve": answer.approve})
         await _apply(ticket_id, answer, logger)
     return False
 

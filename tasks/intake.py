@@ -23,3 +23,9 @@ async def open_ticket(email_path: str) -> int:
 async def triage_email(ticket_id: int) -> str:
     """RECEIVED -> TRIAGED (-> CLOSED when not about billing); returns the new state."""
     return (await in_thread(intake.run_triage, deps(), ticket_id, ACTOR)).state
+
+
+@task(name="open_tickets_from_table", **STEP)
+async def open_tickets_from_table() -> list[int]:
+    """Tickets for every stored inbound email that has none yet, in arrival order."""
+    return await in_thread(intake.open_from_table, deps())

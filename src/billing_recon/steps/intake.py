@@ -27,6 +27,20 @@ def open_ticket(deps: Deps, raw: bytes, source: str | None) -> tickets.Opened:
     return tickets.open_ticket(deps.sessions, parse_email(raw), source)
 
 
+def receive_email(deps: Deps, raw: bytes, source: str | None) -> bool:
+    """Put an email in the inbox table for the next batch; False when it was already there."""
+    return tickets.receive(deps.sessions, parse_email(raw), source)
+
+
+def open_from_table(deps: Deps) -> list[int]:
+    """Open a ticket for every stored email that has none, in arrival order."""
+    opened = []
+    for row in tickets.unticketed(deps.sessions):
+        email = parse_email(row.raw.encode("utf-8", "surrogateescape"))
+        opened.append(tickets.open_ticket(deps.sessions, email, row.source).ticket.id)
+    return opened
+
+
 def raw_email(deps: Deps, ticket: Ticket) -> bytes:
     """The email exactly as received."""
     from billing_recon.store.models import InboundEmail

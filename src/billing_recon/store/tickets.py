@@ -47,8 +47,9 @@ def open_ticket(sessions: Sessions, email: ParsedEmail, source: str | None) -> O
         return Opened(existing, created=False)
     try:
         with sessions() as session, session.begin():
-            session.add(InboundEmail(email_id=email.email_id, source=source,
-                                     raw=email.raw.decode("utf-8", "surrogateescape")))
+            if session.get(InboundEmail, email.email_id) is None:  # not stored by receive()
+                session.add(InboundEmail(email_id=email.email_id, source=source,
+                                         raw=email.raw.decode("utf-8", "surrogateescape")))
             ticket = Ticket(email_id=email.email_id, state=State.RECEIVED.value, version=1,
                             sender=email.sender, subject=email.subject)
             session.add(ticket)
@@ -62,6 +63,28 @@ def open_ticket(sessions: Sessions, email: ParsedEmail, source: str | None) -> O
         if found is None:
             raise
         return Opened(found, created=False)
+
+
+def receive(sessions: Sessions, email: ParsedEmail, source: str | None) -> bool:
+    """Store an inbound email for a later batch (the inbox table); False when already known."""
+    try:
+        with sessions() as session, session.begin():
+            if session.get(InboundEmail, email.email_id) is not None:
+                return False
+            session.add(InboundEmail(email_id=email.email_id, source=source,
+                                     raw=email.raw.decode("utf-8", "surrogateescape")))
+        return True
+    except IntegrityError:
+        return False  # stored by a concurrent receiver
+
+
+def unticketed(sessions: Sessions) -> list[InboundEmail]:
+    """Stored emails that have no ticket yet, in arrival order."""
+    with sessions() as session:
+        query = (select(InboundEmail).outerjoin(Ticket, Ticket.email_id == InboundEmail.email_id)
+                 .where(Ticket.id.is_(None))
+                 .order_by(InboundEmail.received_at, InboundEmail.email_id))
+        return list(session.scalars(query))
 
 
 def find_by_email(sessions: Sessions, email_id: str) -> Ticket | None:

@@ -1,0 +1,133 @@
+"""reconcile-inbox beyond a folder: the inbox table, progress, overdue sweeps, escalation events."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventResourceFilter,
+)
+
+from billing_recon.domain.email import parse_email
+from billing_recon.steps import intake
+from billing_recon.steps.deps import Deps
+from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
+from billing_recon.store.types import utcnow
+from flows.process_ticket import process_ticket
+from flows.reconcile_inbox import reconcile_inbox
+from tasks.events import ESCALATED
+from tests.flows.conftest import email
+
+pytestmark = [pytest.mark.flows, pytest.mark.anyio]
+
+
+def _receive(deps: Deps, path: str) -> str:
+    raw = Path(path).read_bytes()
+    assert intake.receive_email(deps, raw, path)
+    return parse_email(raw).email_id
+
+
+async def _escalation_events(name: str, since: datetime, timeout: float = 20) -> list[Any]:
+    """Escalation events of this ticket since the test began (persisted asynchronously).
+
+    Every test's database numbers its tickets from T-000001 while the Prefect backend is
+    shared by the session, hence the time window.
+    """
+    wanted = EventFilter(event=EventNameFilter(name=[ESCALATED]),
+                         occurred=EventOccurredFilter(since=since),
+                         resource=EventResourceFilter(id=[f"billing-recon.ticket.{name}"]))
+    async with get_client() as client:
+        for _ in range(int(timeout * 4)):
+            page = await client.read_events(filter=wanted, limit=50)
+            if page.events:
+                return list(page.events)
+            await asyncio.sleep(0.25)
+    return []
+
+
+async def test_stored_inbox_emails_become_tickets_in_arrival_order(
+        world: Deps, tmp_path: Path) -> None:
+    first = _receive(world, email(tmp_path, "t1", "ann@example.com", "INV-000001 overcharged"))
+    second = _receive(world, email(tmp_path, "t2", "bob@example.com", "Hello there, lunch?"))
+    results = await reconcile_inbox(from_table=True, approval_wait_s=0)
+    opened = [tickets.find_by_email(world.sessions, e) for e in (first, second)]
+    assert all(isinstance(t, Ticket) for t in opened)
+    assert [t.id for t in opened if t] == sorted(t.id for t in opened if t)
+    assert {r["ticket_id"]: r["state"] for r in results} == {
+        tickets.format_ticket_id(opened[0].id): "APPROVAL_PENDING",  # type: ignore[union-attr]
+        tickets.format_ticket_id(opened[1].id): "CLOSED"}  # type: ignore[union-attr]
+    assert await reconcile_inbox(from_table=True, approval_wait_s=0) == []  # nothing new
+    assert tickets.count(world.sessions) == 2
+
+
+async def test_receiving_the_same_email_twice_stores_it_once(world: Deps, tmp_path: Path) -> None:
+    path = email(tmp_path, "t3", "ann@example.com", "INV-000002 twice")
+    raw = Path(path).read_bytes()
+    assert intake.receive_email(world, raw, path) is True
+    assert intake.receive_email(world, raw, path) is False
+    assert len(intake.open_from_table(world)) == 1
+    assert intake.open_from_table(world) == []
+
+
+async def test_batch_reports_its_progress_as_a_progress_artifact(
+        world: Deps, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    email(inbox, "p1", "bob@example.com", "Just saying hi")
+    email(inbox, "p2", "ann@example.com", "Another hello, nothing about money")
+    state = await reconcile_inbox(inbox=str(inbox), approval_wait_s=0, return_state=True)
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 1
+    assert float(progress[0].data) == 100.0  # type: ignore[arg-type]
+    assert progress[0].description == "2/2 tickets started"
+
+
+async def test_missing_inbox_folder_is_a_clear_error(world: Deps, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        await reconcile_inbox(inbox=str(tmp_path / "nope"), approval_wait_s=0)
+
+
+async def test_escalated_ticket_emits_one_event_with_the_ticket_as_resource(
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    since = datetime.now(UTC)
+    monkeypatch.setenv("BILLING_RECON_APPROVAL_TIMEOUT", "0")  # due as soon as it is pending
+    from billing_recon import runtime
+
+    runtime.reset()
+    result = await process_ticket(email_path=email(tmp_path, "e1", "ann@example.com",
+                                                   "INV-000001 is too high"), approval_wait_s=5)
+    assert (result["state"], result["reason"]) == ("ESCALATED", "approval_timeout")
+    events = await _escalation_events(result["ticket_id"], since)
+    assert len(events) == 1
+    assert events[0].resource["billing-recon.reason"] == "approval_timeout"
+    assert events[0].payload["ticket_id"] == result["ticket_id"]
+
+
+async def test_next_batch_escalates_approvals_past_their_deadline(
+        world: Deps, tmp_path: Path) -> None:
+    since = datetime.now(UTC)
+    result = await process_ticket(email_path=email(tmp_path, "o1", "ann@example.com",
+                                                   "INV-000002 paid twice"), approval_wait_s=0)
+    assert result["state"] == "APPROVAL_PENDING"
+    ticket_id = tickets.parse_ticket_id(result["ticket_id"])
+    with world.sessions() as session, session.begin():
+        row = session.get(Ticket, ticket_id)
+        assert row is not None
+        row.approval_deadline = utcnow() - timedelta(seconds=1)
+    assert await reconcile_inbox(from_table=True, approval_wait_s=0) == []
+    ticket = tickets.get(world.sessions, ticket_id)
+    assert (ticket.state, ticket.reason) == ("ESCALATED", "approval_timeout")
+    assert len(await _escalation_events(result["ticket_id"], since)) == 1
