@@ -31,6 +31,8 @@ class ApprovalForm(RunInput):
 
     approve: bool = Field(description="Switch on to approve the refund, off to reject it")
     approver: str = Field(description="Your name, as on the approver list")
+    code: str = Field(default="", description="The 6-digit one-time code your authenticator "
+                      "app shows for billing-recon (needed once approvers are enrolled)")
     note: str = Field(default="", description="Optional note kept with the decision")
     proposal_hash: str = Field(description="The proposal you decide on (prefilled; do not edit)")
 
@@ -96,7 +98,9 @@ async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
     run_id = flow_run_id()
     suspend = _suspend()
     waiter = "suspended" if suspend else waiter_id()
-    until = datetime.now(UTC).timestamp() + wait_s
+    # A suspended run holds nothing, so it waits up to the ticket's own approval deadline.
+    horizon = deps().settings.approval_timeout_s if suspend else wait_s
+    until = datetime.now(UTC).timestamp() + horizon
     for pause in range(1_000):
         ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
         if ticket.state != State.APPROVAL_PENDING.value:
@@ -128,7 +132,7 @@ async def _apply(ticket_id: int, answer: ApprovalForm, logger: object) -> None:
         return  # decided through the CLI, which also resumed us
     decision = approval_gate.Decision(approve=answer.approve, approver=answer.approver,
                                       proposal_hash=answer.proposal_hash, channel="ui",
-                                      note=answer.note)
+                                      note=answer.note, code=answer.code)
     try:
         await in_thread(approval_gate.record_decision, deps(), ticket_id, decision, "prefect-ui")
     except ApprovalRefused as exc:
