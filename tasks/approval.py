@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime
+from uuid import UUID
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.exceptions import FlowPauseTimeout
@@ -15,13 +16,15 @@ from pydantic import Field
 
 from billing_recon.domain.fsm import State
 from billing_recon.errors import ApprovalRefused
-from billing_recon.steps import approval_gate, presentation
+from billing_recon.steps import approval_gate, evidence, presentation
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
 from tasks.context import flow_run_id, in_deployment
 from tasks.intake import ACTOR
 from tasks.runtime import deps, in_thread
 
+# The artifact page of the Prefect UI (the new UI; `/` redirects there).
+ARTIFACT_PAGE = "/v2/artifacts/artifact/"
 # How often a paused run checks for a decision; tests shorten it.
 POLL_INTERVAL_S = int(os.environ.get("BILLING_RECON_PAUSE_POLL_S", "2"))
 
@@ -42,15 +45,39 @@ def waiter_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+async def _tables(ticket: Ticket) -> list[tuple[str, UUID]]:
+    """The evidence as table artifacts: (title, artifact id) for links in the summary."""
+    name, key = tickets.format_ticket_id(ticket.id), f"ticket-{ticket.id}"
+    tables = [("Payments to refund", "refunds", presentation.proposal_rows(ticket)),
+              ("Invoices in scope", "invoices", await in_thread(evidence.invoice_rows, deps(),
+                                                                ticket)),
+              ("Reconciliation", "reconciliation",
+               await in_thread(evidence.reconciliation_rows, deps(), ticket))]
+    links = []
+    for title, suffix, rows in tables:
+        artifact_id = await acreate_table_artifact(rows, key=f"{key}-{suffix}",
+                                                   description=f"{name}: {title.lower()}")
+        links.append((title, artifact_id))
+    return links
+
+
+def _links(links: list[tuple[str, UUID]]) -> str:
+    """Markdown links to the artifacts' pages in the Prefect UI."""
+    return "**Evidence** " + " · ".join(f"[{title}]({ARTIFACT_PAGE}{artifact_id})"
+                                        for title, artifact_id in links)
+
+
 async def _publish(ticket_id: int) -> tuple[str, str]:
+    """Publish the evidence tables and the summary; returns (markdown, proposal hash)."""
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
     name = tickets.format_ticket_id(ticket_id)
+    links = await _tables(ticket)
+    progress = await in_thread(approval_gate.progress, deps(), ticket)
     markdown = presentation.proposal_markdown(
-        ticket, f"billing-recon approve {name} --by NAME")
-    key = f"ticket-{ticket_id}"
-    await acreate_markdown_artifact(markdown, key=f"{key}-proposal", description=name)
-    await acreate_table_artifact(presentation.proposal_rows(ticket), key=f"{key}-refunds",
-                                 description=f"{name}: payments to refund")
+        ticket, f"billing-recon approve {name} --by NAME", progress)
+    markdown = f"{markdown}\n\n{_links(links)}"
+    await acreate_markdown_artifact(markdown, key=f"ticket-{ticket_id}-proposal",
+                                    description=name)
     return markdown, ticket.proposal_hash or ""
 
 

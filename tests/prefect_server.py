@@ -7,7 +7,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,17 +21,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real Prefect server on loopback for the CLI tests (saves a start-up per command)."""
-    home = tmp_path_factory.mktemp("prefect-server")
+@contextmanager
+def running_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A real Prefect server on a free loopback port with its own home; yields its API URL."""
     port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    # `--port` alone leaves the UI calling the default port 4200: give it the real API URL.
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
+           "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_UI_API_URL": url,
+           **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
                              "127.0.0.1", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
     try:
         _wait_healthy(url, proc)
         yield url
@@ -39,6 +42,13 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server on loopback for the CLI tests (saves a start-up per command)."""
+    with running_server(tmp_path_factory.mktemp("prefect-server")) as url:
+        yield url
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:

@@ -45,13 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds to wait for pending decisions (default 600)")
     apps = sub.add_parser("approvals", help="list tickets awaiting a decision")
     apps.add_argument("--json", action="store_true")
-    for name in ("approve", "reject"):
-        d = sub.add_parser(name, help=f"{name} a ticket's proposed refund")
-        d.add_argument("ticket", metavar="TICKET")
-        d.add_argument("--by", required=True, metavar="NAME", help="approver name")
-        d.add_argument("--note", default="", metavar="TEXT")
-        d.add_argument("--hash", default=None, metavar="PREFIX",
-                       help="refuse unless the current proposal hash starts with PREFIX")
+    _decision_parsers(sub)
+    _approver_parsers(sub)
     tick = sub.add_parser("tickets", help="inspect tickets")
     tsub = tick.add_subparsers(dest="tickets_command", required=True)
     show = tsub.add_parser("show", help="state, proposal and full event log")
@@ -59,7 +54,45 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     refunds = sub.add_parser("refunds", help="refunds in the ledger")
     refunds.add_argument("--json", action="store_true")
+    blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
+    bsub = blocks.add_subparsers(dest="blocks_command", required=True)
+    breg = bsub.add_parser("register", help="register the block types and save a block set "
+                           "from the current environment and defaults")
+    breg.add_argument("--name", default="default", help="block set name (default: default)")
+    breg.add_argument("--overwrite", action="store_true", help="replace existing blocks")
     return p
+
+
+def _decision_parsers(sub: Any) -> None:
+    for name in ("approve", "reject"):
+        d = sub.add_parser(name, help=f"{name} proposed refunds (one code may decide several)")
+        d.add_argument("tickets", nargs="+", metavar="TICKET")
+        d.add_argument("--by", required=True, metavar="NAME", help="approver name")
+        d.add_argument("--code", default="", metavar="CODE",
+                       help="the approver's current one-time code (authenticator app)")
+        d.add_argument("--note", default="", metavar="TEXT")
+        d.add_argument("--hash", default=None, metavar="PREFIX",
+                       help="refuse unless the current proposal hash starts with PREFIX")
+
+
+def _approver_parsers(sub: Any) -> None:
+    reg = sub.add_parser("approvers", help="enroll, disable, enable and list approvers")
+    asub = reg.add_subparsers(dest="approvers_command", required=True)
+    add = asub.add_parser("add", help="enroll an approver; prints the authenticator URI")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--email", required=True, metavar="ADDR")
+    add.add_argument("--role", default="approver", metavar="ROLE",
+                     help="approver (default); demo: its code is printable, for the demo only")
+    add.add_argument("--totp-secret", default=None, metavar="BASE32",
+                     help="enroll a known secret (scripts) instead of a new random one")
+    for name in ("disable", "enable", "code"):
+        what = {"code": "print the current code of a demo approver"}.get(name, f"{name} one")
+        asub.add_parser(name, help=what).add_argument("name", metavar="NAME")
+    listing = asub.add_parser("list", help="enrolled approvers (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    audit = asub.add_parser("audit", help="every change of the registry, oldest first")
+    audit.add_argument("name", nargs="?", default=None, metavar="NAME")
+    audit.add_argument("--json", action="store_true")
 
 
 def _environment(args: argparse.Namespace) -> None:
@@ -69,6 +102,19 @@ def _environment(args: argparse.Namespace) -> None:
         os.environ.setdefault(key, value)
     if args.verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    if os.environ.get("BILLING_RECON_BLOCKS", "").strip():
+        # The commands then use the same block set as the flows (Prefect's side, lazily).
+        from billing_recon import runtime
+        from tasks.runtime import block_settings
+
+        runtime.use_settings_from(block_settings)
+
+
+def _blocks(args: argparse.Namespace) -> int:
+    # Imported here: the blocks package is Prefect's side, the core stays importable without it.
+    from blocks.registration import register
+
+    return register(args.name, args.overwrite)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"demo": commands.demo, "load": commands.load, "process": commands.process,
                "approvals": commands.approvals, "approve": commands.approve,
                "reject": commands.reject, "tickets": commands.show_ticket,
-               "refunds": commands.refunds}[args.command]
+               "refunds": commands.refunds, "blocks": _blocks,
+               "approvers": commands.approvers_cmd}[args.command]
     try:
         return handler(args)
     except UserInputError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import os
 import secrets
 import time
@@ -16,6 +18,14 @@ from billing_recon.store.db import database_url
 
 DEFAULT_APPROVERS = ("alice", "bob")
 TRUE = {"1", "true", "yes", "on"}
+# Random per process: a fingerprint tells secrets apart in this process and is useless elsewhere
+# (no offline guessing of a weak database password from a logged repr).
+_FINGERPRINT_KEY = secrets.token_bytes(32)
+
+
+def secret_fingerprint(*values: str | None) -> str:
+    """A keyed digest of secret values: equal values give equal fingerprints in one process."""
+    return hmac.new(_FINGERPRINT_KEY, json.dumps(values).encode(), "sha256").hexdigest()[:20]
 
 
 def _home() -> Path:
@@ -60,7 +70,8 @@ def _four_eyes() -> tuple[tuple[str, Decimal], ...]:
 class Settings:
     """Everything the pipeline needs to know about its environment."""
 
-    database_url: str = field(default_factory=database_url)
+    # May hold a password: kept out of the repr, which covers it through secrets_digest.
+    database_url: str = field(default_factory=database_url, repr=False)
     home: Path = field(default_factory=_home)
     approvers: tuple[str, ...] = field(default_factory=_approvers)
     gateway_url: str | None = field(
@@ -72,7 +83,8 @@ class Settings:
         )
     )
     stripe_api_key: str = field(
-        default_factory=lambda: os.environ.get("BILLING_RECON_STRIPE_API_KEY", "sk_test_local")
+        default_factory=lambda: os.environ.get("BILLING_RECON_STRIPE_API_KEY", "sk_test_local"),
+        repr=False,
     )
     sandbox: str = field(default_factory=lambda: os.environ.get("BILLING_RECON_SANDBOX", "local"))
     sandbox_settings: SandboxSettings = field(default_factory=SandboxSettings.from_env)
@@ -89,9 +101,24 @@ class Settings:
     )
     # Per currency: a refund above this amount needs two different approvers.
     four_eyes_thresholds: tuple[tuple[str, Decimal], ...] = field(default_factory=_four_eyes)
+    # Given by a Block (ApprovalPolicy); wins over BILLING_RECON_SIGNING_KEY and the key file.
+    signing_key_value: str | None = field(default=None, repr=False, kw_only=True)
+    # Given by a Block (ApprovalPolicy): seals approvers' TOTP secrets; wins over env and file.
+    approver_key_value: str | None = field(default=None, repr=False, kw_only=True)
+    # The repr is runtime.build's cache key: two settings that differ only in a secret must not
+    # share it, and no secret may appear in it.
+    secrets_digest: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        digest = secret_fingerprint(self.database_url, self.stripe_api_key,
+                                    self.sandbox_settings.e2b_api_key, self.signing_key_value,
+                                    self.approver_key_value)
+        object.__setattr__(self, "secrets_digest", digest)
 
     def signing_key(self) -> bytes:
-        """BILLING_RECON_SIGNING_KEY, else a random key kept in an owner-only file."""
+        """Given key, else BILLING_RECON_SIGNING_KEY, else a random key in an owner-only file."""
+        if self.signing_key_value:
+            return self.signing_key_value.encode()
         env = os.environ.get("BILLING_RECON_SIGNING_KEY")
         if env:
             return env.encode()
@@ -111,3 +138,31 @@ class Settings:
                 return key.encode()
             time.sleep(0.05)
         raise RuntimeError(f"signing key file {path} is empty")
+
+    def approver_key(self) -> bytes:
+        """Key material sealing approvers' TOTP secrets: BILLING_RECON_APPROVER_KEY, else a
+        random key in an owner-only file ``approvers.key`` (created once, like signing.key).
+
+        Losing or changing it makes every enrolled secret unreadable: approvers re-enroll.
+        """
+        if self.approver_key_value:
+            return self.approver_key_value.encode()
+        env = os.environ.get("BILLING_RECON_APPROVER_KEY")
+        if env:
+            return env.encode()
+        path = self.home / "approvers.key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it first; use theirs
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_hex(32))
+        for _ in range(50):  # the creator may not have written it yet
+            key = path.read_text().strip()
+            if key:
+                return key.encode()
+            time.sleep(0.05)
+        raise RuntimeError(f"approver key file {path} is empty")

@@ -6,16 +6,21 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from billing_recon import reports, runtime
+from billing_recon.domain import totp
 from billing_recon.domain.fsm import State
-from billing_recon.store import tickets
+from billing_recon.steps.approver_identity import codes_required
+from billing_recon.steps.deps import Deps
+from billing_recon.store import approvers, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket
 from billing_recon.store.sample_data import generate
 
+DEMO_APPROVERS = ("alice", "bob")
 # Where a ticket expected to await approval may already be when the demo runs again.
 AFTER_APPROVAL = {("APPROVAL_PENDING", None), ("APPROVED", None), ("REFUNDED", None),
                   ("CLOSED", "refunded"), ("REJECTED_BY_APPROVER", "rejected_by_approver"),
@@ -67,8 +72,10 @@ def _ui_hint() -> str:
 class DemoReport:
     """Collects the first settled state of every email, then prints the table once."""
 
-    def __init__(self, ground_truth: dict[str, Any], total: int) -> None:
+    def __init__(self, ground_truth: dict[str, Any], total: int,
+                 deciders: Sequence[str | None] = DEMO_APPROVERS, codes: bool = False) -> None:
         self.ground_truth, self.total = ground_truth, total
+        self.deciders, self.codes = list(deciders) or [None], codes
         self.first: dict[str, Ticket] = {}
         self.all_reported = threading.Event()
 
@@ -104,9 +111,39 @@ class DemoReport:
             first = tickets.format_ticket_id(min(t.id for t in pending))
             cmd = _command()
             print(f"\nDecide from a second terminal (same directory):\n"
-                  f"  {cmd} approvals\n  {cmd} approve {first} --by alice\n"
-                  f"  {cmd} reject  {first} --by bob --note 'not owed'\n{_ui_hint()}",
-                  flush=True)
+                  f"  {cmd} approvals\n"
+                  f"  {cmd} approve {first} {_by(cmd, self.deciders[0], self.codes)}\n"
+                  f"  {cmd} reject  {first} {_by(cmd, self.deciders[-1], self.codes)} "
+                  f"--note 'not owed'\n{_ui_hint()}", flush=True)
+
+
+def _by(cmd: str, name: str | None, codes: bool) -> str:
+    """``--by NAME`` and, when codes count, how to give the one-time code."""
+    if not codes:
+        return f"--by {name}"
+    if name:  # a demo approver: the CLI prints its code
+        return f"--by {name} --code $({cmd} approvers code {name})"
+    return "--by NAME --code CODE"
+
+
+def demo_deciders(deps: Deps) -> list[str]:
+    """The enabled demo approvers, enrolling them on a first run.
+
+    With nobody enrolled (and BILLING_RECON_REQUIRE_CODE unset, which refuses demo approvers)
+    alice and bob are enrolled with fresh random secrets and role ``demo``: `approvers code`
+    prints their current code, so the demo's decisions pass the same code check as real ones.
+    """
+    if deps.settings.require_verified_code:
+        return []
+    if not approvers.registered(deps.sessions):
+        key = deps.settings.approver_key()
+        for name in DEMO_APPROVERS:
+            approvers.add(deps.sessions, key, name=name, email=f"{name}@approvers.invalid",
+                          role=approvers.DEMO_ROLE, secret=totp.new_secret(), actor="demo")
+        print(f"Enrolled demo approvers {' and '.join(DEMO_APPROVERS)} (role demo, random "
+              "secrets): decisions need their one-time code.")
+    return [a.name for a in approvers.all_approvers(deps.sessions)
+            if a.role == approvers.DEMO_ROLE and a.enabled]
 
 
 def run_demo(directory: Path, seed: int, wait_s: float) -> int:
@@ -119,9 +156,10 @@ def run_demo(directory: Path, seed: int, wait_s: float) -> int:
     loaded = load_directory(deps.sessions, sample.data_dir)
     print(f"Loaded {loaded.total_inserted} rows ({sum(loaded.already_present.values())} "
           "already present)")
+    deciders = demo_deciders(deps)
     paths = [str(p) for p in sorted(sample.inbox_dir.glob("*.eml"))]
     print(f"Processing {len(paths)} emails...", flush=True)
-    report = DemoReport(sample.ground_truth, len(paths))
+    report = DemoReport(sample.ground_truth, len(paths), deciders, codes_required(deps))
     if wait_s > 0:
         print(f"(after the table, waiting up to {wait_s:.0f}s for decisions; Ctrl-C stops "
               "waiting, pending tickets stay pending)", flush=True)

@@ -6,7 +6,14 @@ from typing import Any
 
 from billing_recon.domain.money import fmt
 from billing_recon.domain.proposal import Proposal
-from billing_recon.store.models import Refund, Ticket, TicketEvent
+from billing_recon.store.models import (
+    ApprovalDecision,
+    Approver,
+    ApproverAudit,
+    Refund,
+    Ticket,
+    TicketEvent,
+)
 from billing_recon.store.tickets import format_ticket_id
 
 
@@ -47,6 +54,31 @@ def event_row(event: TicketEvent) -> dict[str, Any]:
     return {"seq": event.seq, "at": event.at.isoformat(), "kind": event.kind,
             "from": event.from_state, "to": event.to_state, "reason": event.reason,
             "actor": event.actor, "payload": event.payload}
+
+
+def decision_row(row: ApprovalDecision) -> dict[str, Any]:
+    """One recorded decision for the audit trail: who, when, how, and whether a code proved it."""
+    return {"decision": row.decision, "approver": row.approver, "note": row.note,
+            "channel": row.channel, "code_verified": row.code_verified,
+            "proposal_hash": row.proposal_hash, "at": row.decided_at.isoformat()}
+
+
+def decision_text(row: dict[str, Any]) -> str:
+    """``approve by alice via cli at ... (code verified)`` for ``tickets show``."""
+    proof = "code verified" if row["code_verified"] else "no code"
+    return f"{row['decision']} by {row['approver']} via {row['channel']} at {row['at']} ({proof})"
+
+
+def approver_row(row: Approver) -> dict[str, Any]:
+    """What may be shown of an approver: never the secret, sealed or not."""
+    return {"name": row.name, "email": row.email, "role": row.role, "enabled": row.enabled,
+            "created_at": row.created_at.isoformat()}
+
+
+def audit_row(row: ApproverAudit) -> dict[str, Any]:
+    """One change of the approver registry."""
+    return {"approver": row.approver, "action": row.action, "actor": row.actor,
+            "details": row.details, "at": row.at.isoformat()}
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

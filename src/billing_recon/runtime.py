@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing_recon.config import Settings
+from billing_recon.domain.fsm import State
 from billing_recon.domain.money import to_minor_units
+from billing_recon.domain.proposal import Proposal
 from billing_recon.llm import registry
 from billing_recon.payments.gateway_server import GatewayServer
 from billing_recon.payments.gateway_store import GatewayStore
@@ -18,26 +21,54 @@ from billing_recon.payments.refunds import RefundClient
 from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.steps.deps import Deps
 from billing_recon.store.db import make_engine, migrate, session_factory
-from billing_recon.store.models import Payment, Refund
+from billing_recon.store.models import Payment, Refund, Ticket
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cache: dict[str, Deps] = {}
 _gateways: dict[str, GatewayServer] = {}
 _seeded: dict[str, int] = {}
+_source: Callable[[], Settings | None] | None = None
+
+
+SEED_CHUNK = 500  # payment ids per IN (...) list
+
+
+def _payments_to_refund(session: Session) -> list[str]:
+    """The payments the refund worker may call the gateway for: those of APPROVED tickets."""
+    wanted: set[str] = set()
+    for stored in session.scalars(select(Ticket.proposal).where(
+            Ticket.state == State.APPROVED.value, Ticket.proposal.is_not(None))):
+        try:
+            proposal = Proposal.model_validate(stored)
+        except ValueError:  # the worker refuses this ticket itself; it holds up no other
+            continue
+        wanted.update(pay.payment_id for refund in proposal.refunds for pay in refund.payments)
+    return sorted(wanted)
 
 
 def seed_gateway_charges(store: GatewayStore, session: Session) -> int:
-    """Mirror billing payments as gateway charges (existing charges are never changed)."""
-    prior: dict[str, Decimal] = {}
-    for refund in session.scalars(select(Refund)):
-        prior[refund.payment_id] = prior.get(refund.payment_id, Decimal(0)) + refund.amount
-    payments = list(session.scalars(select(Payment).where(Payment.charge_ref.is_not(None))))
-    for pay in payments:
-        refunded = min(prior.get(pay.payment_id, Decimal(0)), pay.amount)
-        store.ensure_charge(pay.charge_ref or "", to_minor_units(pay.amount), pay.currency,
-                            to_minor_units(refunded))
-    return len(payments)
+    """Mirror as gateway charges the billing payments about to be refunded (lazily).
+
+    The refund worker calls the gateway only for payments of APPROVED tickets, so only those
+    charges must exist; seeding every payment stalled the first refund for minutes with a
+    million payments. Existing charges are never changed. Returns how many payments with a
+    charge this call covered: the caller seeds again (for the next approved tickets) unless
+    that is every payment with a charge.
+    """
+    wanted, seeded = _payments_to_refund(session), 0
+    for start in range(0, len(wanted), SEED_CHUNK):
+        ids = wanted[start:start + SEED_CHUNK]
+        prior: dict[str, Decimal] = {}
+        for refund in session.scalars(select(Refund).where(Refund.payment_id.in_(ids))):
+            prior[refund.payment_id] = prior.get(refund.payment_id, Decimal(0)) + refund.amount
+        for pay in session.scalars(select(Payment).where(
+                Payment.payment_id.in_(ids), Payment.charge_ref.is_not(None))):
+            refunded = min(prior.get(pay.payment_id, Decimal(0)), pay.amount)
+            store.ensure_charge(pay.charge_ref or "", to_minor_units(pay.amount),
+                                pay.currency, to_minor_units(refunded))
+            seeded += 1
+    return seeded
 
 
 def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
@@ -60,9 +91,15 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
     return server.url
 
 
+def use_settings_from(source: Callable[[], Settings | None] | None) -> None:
+    """Where ``build()`` without settings gets them (e.g. Prefect blocks); None: the env."""
+    global _source
+    _source = source
+
+
 def build(settings: Settings | None = None) -> Deps:
-    """Deps for these settings, created once per process."""
-    settings = settings or Settings()
+    """Deps for these settings (else the registered source's, else the env's), once per process."""
+    settings = settings or (_source() if _source else None) or Settings()
     # Every field counts (sandbox limits, model names, budgets...): a changed setting must
     # never be served the deps built for the old one. Secrets are kept out of the repr.
     cache_key = repr(settings)

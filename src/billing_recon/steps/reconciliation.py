@@ -16,7 +16,7 @@ from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal, build_proposal
 from billing_recon.errors import AnalysisExhausted, AnalysisFailed, ModelOutputInvalid
 from billing_recon.llm.port import Usage
-from billing_recon.steps import model_trace
+from billing_recon.steps import model_trace, scope_reads
 from billing_recon.steps.budget import metered
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.reply import reply_for
@@ -32,7 +32,7 @@ MAX_LOGGED_OUTPUT = 4000
 
 
 def scope_data(deps: Deps, ticket: Ticket) -> dict[str, pd.DataFrame]:
-    """The rows of the ticket's scope, read afresh (parameterised, customer-scoped)."""
+    """The rows of the ticket's scope, read from the database (parameterised, customer-scoped)."""
     scope = ticket.scope or {}
     with deps.sessions() as session:
         return billing.scope_tables(session, scope["customer_id"], scope["invoice_ids"])
@@ -71,8 +71,8 @@ def _error_text(result: Any) -> str | None:
 
 def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[dict[str, Any] | None, str | None,
                                                              dict[str, Any]]:
-    files = billing.to_csv_files(scope_data(deps, ticket))
-    result = deps.sandbox.run(script, files)
+    tables = scope_data(deps, ticket)
+    result = deps.sandbox.run(script, billing.to_csv_files(tables))
     info = {"isolation": result.isolation, "duration_s": round(result.duration_s, 3),
             "stdout_tail": result.stdout[-MAX_LOGGED_OUTPUT:]}
     error = _error_text(result)
@@ -83,6 +83,8 @@ def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[dict[str, Any] | None
         summary = validate_summary(result.parse_json_stdout(), scope["invoice_ids"])
     except ValueError as exc:
         return None, f"invalid output: {exc}", info
+    # The rows the sandbox got as CSV bytes: verify_proposal runs the trusted rules on them.
+    scope_reads.keep(deps.sessions, ticket.id, ticket.scope, tables)
     return summary, None, info
 
 
@@ -163,9 +165,15 @@ def trip_circuit_breaker(deps: Deps, ticket_id: int, actor: str, error: str) -> 
 
 def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: dict[str, Any],
                     actor: str) -> Ticket:
-    """The trusted rules must agree with the sandbox; then propose, or close with no refund."""
+    """The trusted rules must agree with the sandbox; then propose, or close with no refund.
+
+    The rules run on rows the orchestrator read itself: those its analysis attempt read and
+    sent to the sandbox as CSV (scope_reads), else read afresh.
+    """
     ticket = tickets.get(deps.sessions, ticket_id)
-    tables = scope_data(deps, ticket)
+    tables = scope_reads.take(deps.sessions, ticket_id, ticket.scope)
+    if tables is None:
+        tables = scope_data(deps, ticket)
     trusted = rules.summarize(rules.reconcile(tables))
     mismatches = _mismatches(sandbox_summary, trusted)
     if mismatches:

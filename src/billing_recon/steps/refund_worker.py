@@ -31,7 +31,8 @@ from billing_recon.errors import ConcurrentTransition, GatewayError, InvalidAppr
 from billing_recon.payments.kill_points import kill_point
 from billing_recon.payments.layers import Layer, is_on
 from billing_recon.payments.refunds import GatewayRefund, RefundClient, RefundRequest
-from billing_recon.steps.approval_gate import approvers_of
+from billing_recon.steps import approval_gate
+from billing_recon.steps.approver_identity import codes_required
 from billing_recon.steps.deps import Deps
 from billing_recon.store import ledger, tickets
 from billing_recon.store.leases import lease_seconds
@@ -49,10 +50,17 @@ def authorised_proposal(deps: Deps, ticket: Ticket) -> Proposal:
     name = tickets.format_ticket_id(ticket.id)
     if digest != ticket.proposal_hash:
         raise InvalidApprovalToken(f"{name}: the proposal changed after it was approved")
-    approvers = approvers_of(deps, ticket.id, digest)
+    approvals = approval_gate.approvals_on(deps, ticket.id, digest)
+    approvers = sorted({a.approver for a in approvals})
     if not verify_token(deps.settings.signing_key(), ticket.approval_token,
                         ticket.ticket_key or "", digest, approvers):
         raise InvalidApprovalToken(f"{name}: no valid approval token for this proposal")
+    required = approval_gate.required_approvals(deps.settings, ticket.proposal)
+    if len(approvers) < required:  # four-eyes: a token over one approver is not enough
+        raise InvalidApprovalToken(f"{name}: {required} different approvers must approve, "
+                                   f"not {len(approvers)}")
+    if codes_required(deps) and not all(a.code_verified for a in approvals):
+        raise InvalidApprovalToken(f"{name}: an approval without a verified one-time code")
     return proposal
 
 

@@ -77,7 +77,8 @@ class Invoice(Base):
 
     __tablename__ = "invoices"
     invoice_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id"), index=True)
+    # No index of its own: ix_invoices_customer_issued (below) starts with customer_id.
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.customer_id"))
     subscription_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     period_start: Mapped[date | None] = mapped_column(Date, nullable=True)
@@ -246,3 +247,47 @@ class ModelCall(Base):
 Index("ix_invoices_customer_issued", Invoice.customer_id, Invoice.issued_at)
 # The global breaker counts recent escalations on every model call.
 Index("ix_ticket_events_to_state_at", TicketEvent.to_state, TicketEvent.at)
+
+
+class Approver(Base):
+    """A registered approver (issue 8): a person with a role and a sealed TOTP secret.
+
+    ``secret_sealed`` holds the secret encrypted under the approver key (domain/sealing.py);
+    the plain secret exists only in memory while a code is checked.
+    """
+
+    __tablename__ = "approvers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    email: Mapped[str] = mapped_column(String(320))  # lower-case, for separation of duties
+    role: Mapped[str] = mapped_column(String(32), default="approver")  # "demo": see approvers
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Approver(name={self.name!r}, role={self.role!r}, enabled={self.enabled!r})"
+
+
+class ApproverAudit(Base):
+    """Append-only history of the approver registry: who added, disabled or enabled whom."""
+
+    __tablename__ = "approver_audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    approver: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # "add" | "disable" | "enable"
+    actor: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # never the secret
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsedCode(Base):
+    """A one-time code that counted: once per approver, ticket and time step (replay guard)."""
+
+    __tablename__ = "used_codes"
+    __table_args__ = (UniqueConstraint("approver", "ticket_id", "step"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    approver: Mapped[str] = mapped_column(String(200))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)  # RFC 6238 time step T of the code
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,64 @@
+"""Enrolled approvers on the command line: a script enrolls a known secret and approves."""
+
+from __future__ import annotations
+
+import json
+
+import pyotp
+import pytest
+
+from billing_recon import pipeline, runtime
+from billing_recon.config import Settings
+from billing_recon.store import tickets
+from billing_recon.store.csv_loader import load_directory
+from billing_recon.store.sample_data import generate
+from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.e2e
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, base32
+
+
+def _pending_ticket(cli: Cli) -> tuple[str, Settings]:
+    """A ticket awaiting approval in the CLI's database, made in-process (no flow: faster)."""
+    settings = Settings(database_url=f"sqlite:///{cli.cwd}/billing_recon.db",
+                        home=cli.cwd / "home")
+    runtime.reset()
+    deps = runtime.build(settings)
+    sample = generate(cli.cwd / "sample", seed=7)
+    load_directory(deps.sessions, sample.data_dir)
+    path = sample.inbox_dir / "05-tax-error.eml"
+    ticket = pipeline.process_email(deps, path.read_bytes(), str(path))
+    runtime.reset()
+    assert ticket.state == "APPROVAL_PENDING"
+    return tickets.format_ticket_id(ticket.id), settings
+
+
+def _state(settings: Settings, ticket: str) -> str:
+    deps = runtime.build(settings)
+    try:
+        return tickets.get(deps.sessions, tickets.parse_ticket_id(ticket)).state
+    finally:
+        runtime.reset()
+
+
+def test_an_enrolled_approver_decides_with_a_code_and_a_wrong_code_changes_nothing(
+        cli: Cli) -> None:
+    ticket, settings = _pending_ticket(cli)
+    added = cli.run("approvers", "add", "carol", "--email", "carol@finance.example",
+                    "--totp-secret", SECRET)
+    assert added.returncode == 0, added.stderr
+    assert f"otpauth://totp/billing-recon:carol?secret={SECRET}" in added.stdout
+    totp = pyotp.TOTP(SECRET)
+    wrong = "000000" if totp.now() != "000000" else "111111"
+    refused = cli.run("approve", ticket, "--by", "carol", "--code", wrong)
+    assert refused.returncode == 1, refused.stdout
+    assert "wrong or expired one-time code" in refused.stderr
+    assert "Traceback" not in refused.stderr and wrong not in refused.stderr
+    assert _state(settings, ticket) == "APPROVAL_PENDING"
+    approved = cli.run("approve", ticket, "--by", "carol", "--code", totp.now())
+    assert approved.returncode == 0, approved.stderr
+    assert f"{ticket}: CLOSED(refunded)" in approved.stdout
+    shown = cli.json("tickets", "show", ticket)
+    assert [(d["approver"], d["channel"], d["code_verified"]) for d in shown["decisions"]] == [
+        ("carol", "cli", True)]
+    assert SECRET not in json.dumps(shown)

@@ -1,0 +1,292 @@
+"""Blocks on the session's Prefect backend: Prefect's standards, round trips, the settings they
+build, and flows that take their configuration from them.
+
+Every test saves its blocks under a name of its own and deletes them afterwards, so no other
+test's flow ever loads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, get_args
+from uuid import uuid4
+
+import pytest
+from prefect import flow
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.flow_engine import run_flow_async
+from prefect.testing.cli import invoke_and_assert
+from prefect.testing.standard_test_suites import BlockStandardTestSuite
+from pydantic import SecretStr
+
+from billing_recon.agents.triage import triage
+from billing_recon.config import Settings
+from billing_recon.domain.email import parse_email
+from billing_recon.errors import ApprovalRefused, ModelUnavailable, UserInputError
+from billing_recon.llm import registry
+from billing_recon.llm.chat_server import ChatServer
+from billing_recon.llm.settings import ModelSettings, Price
+from billing_recon.sandbox.port import SandboxLimits
+from billing_recon.steps import approval_gate
+from billing_recon.steps.deps import Deps
+from billing_recon.store import tickets
+from billing_recon.store.db import make_engine
+from blocks import (
+    ApprovalPolicy,
+    BillingDatabase,
+    LlmEndpoint,
+    PaymentGateway,
+    SandboxConfig,
+    registration,
+)
+from blocks.llm import ModelPrice
+from blocks.settings import BLOCK_TYPES, DEFAULT_BLOCK_SET, settings_from_blocks
+from flows.process_ticket import process_ticket
+from tasks.runtime import block_settings, deps, forget_block_settings
+from tests.flows.conftest import email, gateway_refunds
+
+pytestmark = pytest.mark.flows
+BOTH = "Hello, INV-000001 and INV-000002 look wrong: I was overcharged $24.60."
+
+
+def samples() -> list[Block]:
+    """One block of each type with a secret in it and values away from the defaults."""
+    return [
+        BillingDatabase(url=SecretStr("postgresql://recon:db-pw-7f3@127.0.0.1:5432/billing")),
+        LlmEndpoint(kind="openai", base_url="http://127.0.0.1:9/v1",
+                    api_key=SecretStr("sk-llm-secret-91"), analysis_model="gpt-4o",
+                    max_calls_per_ticket=4, breaker_window_s=60.0,
+                    prices={"gpt-4o": ModelPrice(input_per_mtok=Decimal("2.5"),
+                                                 output_per_mtok=Decimal("10"))}),
+        SandboxConfig(backend="e2b", e2b_api_key=SecretStr("e2b-secret-55"), workers=3,
+                      limits=SandboxLimits(cpu_seconds=5), e2b_template="recon"),
+        PaymentGateway(url="https://stripe.example.test",
+                       stripe_api_key=SecretStr("sk_test_gw_secret_12"),
+                       gateway_db="sqlite:///gateway-x.db"),
+        ApprovalPolicy(approvers=["carol", " dan "], signing_key=SecretStr("sign-secret-33"),
+                       approval_timeout_s=60.0, require_verified_code=True,
+                       four_eyes_thresholds={"usd": Decimal("1000.00")}),
+    ]
+
+
+def secret_fields(block: Block) -> dict[str, str]:
+    """The block's secret fields and their plain values."""
+    return {name: getattr(block, name).get_secret_value()
+            for name, info in type(block).model_fields.items()
+            if SecretStr in (info.annotation, *get_args(info.annotation))
+            and getattr(block, name) is not None}
+
+
+def plain(block: Block) -> dict[str, Any]:
+    """Every field of the block with secrets revealed, for comparing values."""
+    return {name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in block}
+
+
+def delete_block_set(name: str) -> None:
+    """Delete whatever blocks of ours are saved under ``name``."""
+    with get_client(sync_client=True) as client:
+        for cls in BLOCK_TYPES:
+            try:
+                found = client.read_block_document_by_name(name, cls.get_block_type_slug())
+            except ObjectNotFound:
+                continue
+            client.delete_block_document(found.id)
+
+
+@pytest.fixture
+def block_set() -> Iterator[str]:
+    """A block-set name no other test uses; its blocks are deleted afterwards."""
+    name = f"test-{uuid4().hex[:12]}"
+    forget_block_settings()
+    yield name
+    delete_block_set(name)
+    forget_block_settings()
+
+
+class TestPrefectBlockStandards(BlockStandardTestSuite):
+    """Prefect's own checks for every block type (description, docs, field docs, example)."""
+
+    @pytest.fixture(params=BLOCK_TYPES, ids=lambda cls: cls.__name__)
+    def block(self, request: pytest.FixtureRequest) -> type[Block]:
+        """Each of our block types in turn."""
+        return request.param  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("sample", samples(), ids=lambda block: type(block).__name__)
+def test_block_round_trips_and_its_secrets_stay_hidden(sample: Block, block_set: str) -> None:
+    sample.save(block_set)
+    loaded = type(sample).load(block_set)
+    assert plain(loaded) == plain(sample)
+    secrets = secret_fields(sample)
+    assert secrets, "every sample holds a secret"
+    with get_client(sync_client=True) as client:
+        slug = sample.get_block_type_slug()
+        shown = client.read_block_document_by_name(block_set, slug, include_secrets=False)
+        stored = client.read_block_document_by_name(block_set, slug, include_secrets=True)
+    for field, value in secrets.items():
+        assert value not in json.dumps(shown.data, default=str) + repr(loaded) + str(loaded)
+        assert shown.data[field] != value and set(str(shown.data[field])) == {"*"}
+        assert stored.data[field] == value
+
+
+def test_settings_from_blocks_are_the_blocks_values(block_set: str) -> None:
+    for block in samples():
+        block.save(block_set)
+    settings = settings_from_blocks(block_set)
+    assert settings.llm.startswith("openai-block-")
+    expected = Settings(
+        database_url="postgresql://recon:db-pw-7f3@127.0.0.1:5432/billing",
+        llm=settings.llm, llm_models=ModelSettings(
+            models={"triage": "gpt-4.1-mini", "analysis": "gpt-4o", "summary": "gpt-4.1-mini"},
+            prices={"gpt-4o": Price(Decimal("2.5"), Decimal("10"))}),
+        llm_budget=replace(Settings().llm_budget, max_calls_per_ticket=4, breaker_window_s=60.0),
+        sandbox="e2b", sandbox_settings=replace(
+            Settings().sandbox_settings, e2b_api_key="e2b-secret-55", workers=3,
+            limits=SandboxLimits(cpu_seconds=5), e2b_template="recon"),
+        gateway_url="https://stripe.example.test", stripe_api_key="sk_test_gw_secret_12",
+        gateway_db="sqlite:///gateway-x.db", approvers=("carol", "dan"),
+        signing_key_value="sign-secret-33", approval_timeout_s=60.0,
+        require_verified_code=True, four_eyes_thresholds=(("USD", Decimal("1000.00")),))
+    assert settings == expected
+    assert settings.signing_key() == b"sign-secret-33"
+    for block in samples():
+        for value in secret_fields(block).values():
+            assert value not in repr(settings)
+
+
+def test_a_missing_block_leaves_its_part_to_the_environment(block_set: str) -> None:
+    url = "sqlite:///only-the-database.db"
+    BillingDatabase(url=SecretStr(url)).save(block_set)
+    assert settings_from_blocks(block_set) == replace(Settings(), database_url=url)
+
+
+def test_settings_differing_only_in_a_secret_have_different_cache_keys() -> None:
+    base = Settings()
+    variants = [replace(base, database_url="postgresql://u:pw-a@h/db"),
+                replace(base, database_url="postgresql://u:pw-b@h/db"),
+                replace(base, stripe_api_key="sk_test_a"),
+                replace(base, sandbox_settings=replace(base.sandbox_settings, e2b_api_key="e2b-a")),
+                replace(base, signing_key_value="key-a"), replace(base, signing_key_value="key-b")]
+    keys = {repr(s) for s in [base, *variants]}
+    assert len(keys) == len(variants) + 1
+    for secret in ("pw-a", "pw-b", "sk_test_a", "e2b-a", "key-a", "key-b"):
+        assert all(secret not in key for key in keys)
+
+
+def test_llm_block_endpoint_and_key_reach_the_model_server(
+        block_set: str, chat_server: ChatServer) -> None:
+    """The block's URL, key and models are used; another key is another model (and runtime)."""
+    endpoint = {"kind": "openai", "base_url": chat_server.url, "triage_model": "gpt-4.1-nano",
+                "max_retries": 0}
+    LlmEndpoint(api_key=SecretStr("sk-test-loopback"), **endpoint).save(block_set)
+    good = settings_from_blocks(block_set)
+    LlmEndpoint(api_key=SecretStr("sk-wrong"), **endpoint).save(block_set, overwrite=True)
+    bad = settings_from_blocks(block_set)
+    assert repr(good) != repr(bad)
+    mail = parse_email(b"From: ann@example.com\r\nSubject: bill\r\n\r\nINV-000001 is wrong\r\n")
+    assert triage(registry.build(good.llm), mail).invoice_ids == ["INV-000001"]
+    assert [r.model for r in chat_server.requests] == ["gpt-4.1-nano"]
+    with pytest.raises(ModelUnavailable, match="401"):
+        triage(registry.build(bad.llm), mail)
+
+
+def test_blocks_env_naming_no_saved_block_is_refused(
+        block_set: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLING_RECON_BLOCKS", block_set)
+    with pytest.raises(UserInputError, match=block_set):
+        deps()
+
+
+def test_prefect_block_register_finds_every_block_type_in_the_module() -> None:
+    invoke_and_assert(["block", "register", "-m", "blocks"], expected_code=0,
+                      expected_output_contains=f"Successfully registered {len(BLOCK_TYPES)} "
+                      "blocks")
+
+
+@pytest.mark.anyio
+async def test_flow_under_blocks_env_uses_the_blocks_database_and_policy(
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_set: str) -> None:
+    """The ticket lands in the block's database, and only the block's approver may decide."""
+    await BillingDatabase(url=SecretStr(world.settings.database_url)).asave(block_set)
+    await ApprovalPolicy(approvers=["carol"], signing_key=SecretStr("k-blocks")).asave(block_set)
+    env_only = tmp_path / "env-only.db"
+    monkeypatch.setenv("BILLING_RECON_DATABASE_URL", f"sqlite:///{env_only}")
+    monkeypatch.setenv("BILLING_RECON_BLOCKS", block_set)
+    first = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com", BOTH),
+                                 approval_wait_s=0)
+    assert first["state"] == "APPROVAL_PENDING"
+    tid = tickets.parse_ticket_id(first["ticket_id"])
+    ticket = tickets.get(world.sessions, tid)  # the block's database is the seeded one
+    assert not env_only.exists() or _ticket_count(f"sqlite:///{env_only}") == 0
+    configured = await asyncio.to_thread(deps)
+    with pytest.raises(ApprovalRefused):
+        approval_gate.record_decision(configured, tid, approval_gate.Decision(
+            True, "alice", ticket.proposal_hash or "", "cli"), "cli:alice")
+    approval_gate.record_decision(configured, tid, approval_gate.Decision(
+        True, "carol", ticket.proposal_hash or "", "cli"), "cli:carol")
+    assert configured.settings.signing_key() == b"k-blocks"
+    assert (await process_ticket(ticket_id=tid, approval_wait_s=0))["state"] == "CLOSED"
+    assert len(gateway_refunds(world)) == 2
+
+
+def _ticket_count(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM tickets").scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+@flow(name="blocks-test-configured-database")
+async def configured_database() -> str:
+    """Which database the flow's configuration names ("env" when no blocks are in use)."""
+    settings = block_settings()
+    return settings.database_url if settings else "env"
+
+
+@pytest.mark.anyio
+async def test_deployment_runs_load_the_default_block_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only for this test the default block set exists; other tests' flows never see it."""
+    monkeypatch.delenv("BILLING_RECON_BLOCKS", raising=False)
+    url = f"sqlite:///default-set-{uuid4().hex[:8]}.db"
+    forget_block_settings()
+    await BillingDatabase(url=SecretStr(url)).asave(DEFAULT_BLOCK_SET)
+    try:
+        async with get_client() as client:
+            flow_id = await client.create_flow(configured_database)
+            deployment = await client.create_deployment(flow_id, f"test-{uuid4().hex[:8]}")
+            run = await client.create_flow_run_from_deployment(deployment)
+            assert await run_flow_async(configured_database, flow_run=run) == url
+            assert await configured_database() == "env"  # same flow, not from a deployment
+            await client.delete_deployment(deployment)
+    finally:
+        await asyncio.to_thread(delete_block_set, DEFAULT_BLOCK_SET)
+        forget_block_settings()
+
+
+def test_register_keeps_existing_blocks_unless_told_to_overwrite(
+        block_set: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLING_RECON_SIGNING_KEY", "k-register")
+    monkeypatch.setenv("BILLING_RECON_APPROVERS", "carol")
+    lines: list[str] = []
+    registration.register(block_set, out=lines.append)
+    assert sum(line.startswith("saved") for line in lines) == len(BLOCK_TYPES)
+    monkeypatch.setenv("BILLING_RECON_APPROVERS", "erin")
+    policy = ApprovalPolicy.from_settings(Settings())
+    registration.save_block_set([policy], block_set, overwrite=False, out=lines.append)
+    assert lines[-1].startswith("kept")
+    assert settings_from_blocks(block_set).approvers == ("carol",)
+    registration.save_block_set([policy], block_set, overwrite=True, out=lines.append)
+    assert settings_from_blocks(block_set).approvers == ("erin",)
+    assert settings_from_blocks(block_set).signing_key() == b"k-register"
+    assert not any("k-register" in line for line in lines)
