@@ -13,6 +13,7 @@ from uuid import UUID
 
 from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import State, is_terminal
+from billing_recon.errors import UserInputError
 from billing_recon.progress import ProgressBar
 from billing_recon.steps.intake import read_email
 from billing_recon.store import tickets
@@ -23,6 +24,7 @@ from tasks.approval import ApprovalForm
 from tasks.runtime import deps, in_thread
 
 Update = Callable[[str, Ticket], None]
+Problem = Callable[[str, Ticket, dict[str, Any]], None]
 POLL_S = 0.1
 SUSPENDED = "suspended"  # tasks.approval's waiter mark for a run suspended on a worker
 
@@ -62,20 +64,68 @@ async def _poll(ids: dict[str, str], on_update: Update, done: asyncio.Event,
         await asyncio.sleep(POLL_S)
 
 
-async def _run(paths: list[str], wait_s: float, on_update: Update) -> list[dict[str, Any]]:
+async def _run(paths: list[str], wait_s: float, on_update: Update,
+               on_problem: Problem | None) -> list[dict[str, Any]]:
     ids = {p: parse_email(read_email(p)).email_id for p in paths}
     done = asyncio.Event()
     watcher = asyncio.create_task(_watch(ids, on_update, done))
     try:
-        return await reconcile_inbox(email_paths=paths, approval_wait_s=wait_s)
+        results = await reconcile_inbox(email_paths=paths, approval_wait_s=wait_s)
     finally:
         done.set()
         await watcher
+    if on_problem is not None:
+        await _report_problems(paths, ids, results, on_problem)
+    return results
 
 
-def run_emails(paths: list[str], wait_s: float, on_update: Update) -> list[dict[str, Any]]:
-    """Process emails; report each as it becomes pending or ends, then wait for decisions."""
-    return asyncio.run(_run(paths, wait_s, on_update))
+async def _report_problems(paths: list[str], ids: dict[str, str],
+                           results: list[dict[str, Any]], on_problem: Problem) -> None:
+    """Tickets whose run failed or is held (global breaker): say so, nothing is silent."""
+    for path, result in zip(paths, results, strict=True):
+        problem: dict[str, Any] = {k: result[k] for k in ("error", "waiting") if k in result}
+        if not problem:
+            continue
+        ticket = await in_thread(tickets.find_by_email, deps().sessions, ids[path])
+        if ticket is not None:
+            on_problem(path, ticket, problem)
+
+
+def run_emails(paths: list[str], wait_s: float, on_update: Update,
+               on_problem: Problem | None = None) -> list[dict[str, Any]]:
+    """Process emails; report each as it becomes pending or ends, then wait for decisions.
+
+    ``on_problem(path, ticket, {"error"|"waiting": ...})`` hears of tickets whose run failed
+    (they keep their last committed state; processing the email again resumes them) or that
+    the global model breaker holds.
+    """
+    return asyncio.run(_run(paths, wait_s, on_update, on_problem))
+
+
+def check_server_access(ticket: Ticket) -> None:
+    """Fail before a decision is recorded when the configured Prefect server refuses us.
+
+    A decision needs the server afterwards (to resume the waiting run, or to run the refund
+    here); finding out only then would leave an approved ticket and a confusing traceback.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value() or not ticket.flow_run_id:
+        return  # an ephemeral server is our own; nothing ran on a server for this ticket
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_flow_run(UUID(ticket.flow_run_id))
+    except ObjectNotFound:
+        return
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code in (401, 403):
+            raise UserInputError(
+                f"the Prefect server at {PREFECT_API_URL.value()} refused this client "
+                f"({exc.response.status_code}): set PREFECT_API_AUTH_STRING to its credential; "
+                "no decision was recorded") from exc
+        raise
 
 
 def waiter_alive(ticket: Ticket) -> bool:

@@ -55,7 +55,15 @@ def process(args: argparse.Namespace) -> int:
             print(f"{path}: {tickets.format_ticket_id(ticket.id)} {ticket.state}"
                   f"{'(' + ticket.reason + ')' if ticket.reason else ''}{amount}", flush=True)
 
-    runner.run_emails(args.emails, args.wait, on_update)
+    def on_problem(path: str, ticket: Ticket, problem: dict[str, Any]) -> None:
+        if args.json:
+            emit({**reports.ticket_line(path, ticket), **problem})
+        else:
+            what = problem.get("error") or f"waiting: {problem.get('waiting')}"
+            print(f"{path}: {tickets.format_ticket_id(ticket.id)} stays {ticket.state} "
+                  f"({what}); processing the email again resumes it", flush=True)
+
+    runner.run_emails(args.emails, args.wait, on_update, on_problem)
     return 0
 
 
@@ -120,8 +128,11 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
 
 
 def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None:
+    from flows import runner
+
     deps = runtime.build()
     before = tickets.get(deps.sessions, ticket_id)
+    runner.check_server_access(before)
     digest = before.proposal_hash or ""
     if args.hash and not digest.startswith(args.hash):
         raise ApprovalRefused(f"the current proposal is {digest[:12]}, not {args.hash}")

@@ -86,6 +86,7 @@ def test_only_a_client_with_the_credential_can_resume_a_paused_run(
             refused = resume(cli, run_id, form, credential)
             assert refused.returncode != 0 and "401 Unauthorized" in refused.stderr
         assert run_state(protected_api, run_id, auth) == "PAUSED"
+        _cli_without_credential_records_nothing(cli, ticket)
         assert billing.ticket(ticket).state == "APPROVAL_PENDING"
         assert waiting.of(ticket) == [("APPROVAL_PENDING", None)]
         accepted = resume(cli, run_id, form, CREDENTIAL)
@@ -96,3 +97,15 @@ def test_only_a_client_with_the_credential_can_resume_a_paused_run(
         waiting.stop()
     assert final_state(protected_api, run_id, auth) == "COMPLETED"
     assert len([r for r in cli.json("refunds") if r["ticket_id"] == ticket]) == 1
+
+
+def _cli_without_credential_records_nothing(cli: Cli, ticket: str) -> None:
+    """`approve` without the credential: a clear error before any decision is recorded."""
+    saved = cli.env.pop("PREFECT_API_AUTH_STRING")
+    try:
+        done = cli.run("approve", ticket, "--by", "alice")
+    finally:
+        cli.env["PREFECT_API_AUTH_STRING"] = saved
+    assert done.returncode == 2
+    assert "refused this client (401)" in done.stderr and "Traceback" not in done.stderr
+    assert "no decision was recorded" in done.stderr
