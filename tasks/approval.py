@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.exceptions import FlowPauseTimeout
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout, PrefectHTTPStatusError
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 from prefect.input import RunInput
+from prefect.input.run_input import keyset_from_base_key
 from prefect.logging import get_run_logger
 from pydantic import Field
 
@@ -104,14 +106,30 @@ async def _answers_so_far(ticket_id: int) -> int:
 
 
 async def _ask(form: type[ApprovalForm], ticket_id: int, left: float, suspend: bool,
-               pause: int) -> ApprovalForm:
+               pause: int) -> tuple[ApprovalForm, str]:
+    """The submitted form, and the base key Prefect stored it under."""
     answered = await _answers_so_far(ticket_id)
     if suspend:  # raises Pause: this process ends, the worker slot is free until a decision
-        return await asuspend_flow_run(wait_for_input=form, timeout=max(1, int(left)),
-                                       key=f"approval-{ticket_id}-{answered}")
-    return await apause_flow_run(wait_for_input=form, timeout=max(1, int(left)),
-                                 poll_interval=POLL_INTERVAL_S,
-                                 key=f"approval-{ticket_id}-{answered}-{pause}")
+        key = f"approval-{ticket_id}-{answered}"
+        return (await asuspend_flow_run(wait_for_input=form, timeout=max(1, int(left)),
+                                        key=key), f"suspended-{key}")
+    key = f"approval-{ticket_id}-{answered}-{pause}"
+    return (await apause_flow_run(wait_for_input=form, timeout=max(1, int(left)),
+                                  poll_interval=POLL_INTERVAL_S, key=key), f"paused-{key}")
+
+
+async def _forget_answer(run_id: str | None, base_key: str) -> None:
+    """Delete the submitted form from Prefect once it is consumed: it holds a one-time code,
+    which must not stay readable through the API (a code counts once per ticket, not once)."""
+    if run_id is None:
+        return
+    async with get_client() as client:
+        try:
+            await client.delete_flow_run_input(UUID(run_id),
+                                               keyset_from_base_key(base_key)["response"])
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 404:  # already gone (a re-run deleted it)
+                raise
 
 
 async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
@@ -144,11 +162,12 @@ async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
         form = ApprovalForm.with_initial_data(description=markdown, proposal_hash=digest,
                                               approve=False, approver="")
         try:
-            answer = await _ask(form, ticket_id, left, suspend, pause)
+            answer, stored_as = await _ask(form, ticket_id, left, suspend, pause)
         except FlowPauseTimeout:
             continue
         await in_thread(tickets.note, deps().sessions, ticket_id, "decision_received", ACTOR,
                         {"approver": answer.approver, "approve": answer.approve})
+        await _forget_answer(run_id, stored_as)  # after the note: the key is not asked again
         await _apply(ticket_id, answer, logger)
     return False
 

@@ -48,7 +48,9 @@ async def start_ticket_run(ticket_id: int, wait_s: float) -> dict[str, Any]:
     tag = f"ticket:{name}"
     if await _has_active_run(tag):
         return {**result, "skipped": "a run is already active"}
-    run = await arun_deployment(ticket_deployment(), timeout=0, tags=[tag],
+    # Not a subflow of the batch: Prefect cannot suspend subflows, and a ticket must outlive
+    # the batch that started it.
+    run = await arun_deployment(ticket_deployment(), timeout=0, tags=[tag], as_subflow=False,
                                 parameters={"ticket_id": ticket_id, "approval_wait_s": wait_s})
     return {**result, "flow_run_id": str(run.id)}
 

@@ -153,6 +153,8 @@ def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None
 def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
     """Resume the run waiting on this ticket; if none is alive, run its flow here.
 
+    A run suspended on a work pool is only resumed: the pool's workers own it.
+
     After a first of two approvals the run is resumed too: it finds the approval recorded
     (the same code: a repeat, not a new decision) and asks again, showing 1 of 2.
     """
@@ -162,6 +164,11 @@ def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
     form = {"approve": decision.approve, "approver": decision.approver, "note": decision.note,
             "code": decision.code, "proposal_hash": before.proposal_hash or ""}
     if runner.resume_waiting(before, form):
+        if before.waiter == runner.SUSPENDED:
+            # Deployed: a worker re-runs the ticket; running it here too would only race it.
+            print(f"{tickets.format_ticket_id(before.id)}: its suspended run was resumed; a "
+                  "worker of the pool carries it on", flush=True)
+            return tickets.get(deps.sessions, before.id)
         deadline = time.monotonic() + SETTLE_AFTER_RESUME_S
         while time.monotonic() < deadline:
             ticket = tickets.get(deps.sessions, before.id)

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -15,7 +16,6 @@ from billing_recon.domain.fsm import State
 from billing_recon.domain.money import to_minor_units
 from billing_recon.domain.proposal import Proposal
 from billing_recon.llm import registry
-from billing_recon.payments.gateway_server import GatewayServer
 from billing_recon.payments.gateway_store import GatewayStore
 from billing_recon.payments.refunds import RefundClient
 from billing_recon.sandbox.factory import make_sandbox
@@ -23,10 +23,13 @@ from billing_recon.steps.deps import Deps
 from billing_recon.store.db import make_engine, migrate, session_factory
 from billing_recon.store.models import Payment, Refund, Ticket
 
+if TYPE_CHECKING:
+    from billing_recon.payments.gateway_server import GatewayServer
+
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cache: dict[str, Deps] = {}
-_gateways: dict[str, GatewayServer] = {}
+_gateways: dict[str, GatewayServer] = {}  # GatewayServer: imported lazily (see below)
 _seeded: dict[str, int] = {}
 _source: Callable[[], Settings | None] | None = None
 
@@ -76,6 +79,10 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
     with _lock:
         server = _gateways.get(settings.gateway_db)
         if server is None:
+            # Imported here: the local gateway pulls in FastAPI and uvicorn, which a run against
+            # a real gateway (or one that never refunds) should not pay for at start-up.
+            from billing_recon.payments.gateway_server import GatewayServer
+
             server = GatewayServer(settings.gateway_db).start()
             _gateways[settings.gateway_db] = server
             log.info("local payment gateway listening on %s", server.url)

@@ -11,7 +11,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -28,6 +30,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 # The new UI fetches an analytics config from the internet; offline that only slows it down.
 ANALYTICS = "**/*amplitude.com/**"
 UI_TIMEOUT_MS = 20_000
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,28 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def artifact(name: str) -> Path:
+    """A file kept after the run: in BILLING_RECON_TEST_ARTIFACTS, else <repo>/artifacts/."""
+    folder = Path(os.environ.get("BILLING_RECON_TEST_ARTIFACTS") or REPO / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+@contextmanager
+def module_browser() -> Iterator[BrowserContext]:
+    """One headless Chromium and one context for a test module; skipped without Chromium.
+
+    CI installs it (.ci/apt-packages.txt): there a missing browser fails instead of skipping.
+    """
+    if not Path(CHROMIUM).is_file():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with chromium() as browser, ui_context(browser) as context:
+        yield context
 
 
 @contextmanager

@@ -7,7 +7,6 @@ watches the ticket move.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -24,29 +23,20 @@ from billing_recon.domain.money import to_minor_units
 from billing_recon.payments.gateway_store import GatewayStore, idempotency_keys
 from billing_recon.store.sample_data import SampleSet, generate
 from tests.e2e.browser import (
-    CHROMIUM,
     Answer,
-    chromium,
+    artifact,
     field,
     fill_form,
+    module_browser,
     open_resume_dialog,
     submit,
-    ui_context,
 )
 from tests.e2e.conftest import Cli
 from tests.e2e.paused import Background, BillingDb, final_state, paused_run
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 APPROVE, REJECT, REFUSE = "05-tax-error.eml", "08-prior-refund.eml", "03-duplicate-payment.eml"
-
-
-def artifact(name: str) -> Path:
-    """A file kept after the run: in BILLING_RECON_TEST_ARTIFACTS, else <repo>/artifacts/."""
-    folder = Path(os.environ.get("BILLING_RECON_TEST_ARTIFACTS") or REPO / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / name
 
 
 @dataclass(frozen=True)
@@ -89,12 +79,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator
 @pytest.fixture(scope="module")
 def context() -> Iterator[BrowserContext]:
     """One headless Chromium and one browser context for the module (its cache is shared)."""
-    if not Path(CHROMIUM).is_file():  # CI installs it (.ci/apt-packages.txt): never skip there
-        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with chromium() as browser, ui_context(browser) as shared:
+    with module_browser() as shared:
         yield shared
 
 

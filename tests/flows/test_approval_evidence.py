@@ -9,6 +9,7 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.exceptions import PrefectHTTPStatusError
 
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
@@ -52,3 +53,21 @@ def _rows(data: object) -> list[dict[str, str]]:
     rows = json.loads(data) if isinstance(data, str) else data
     assert isinstance(rows, list)
     return rows
+
+
+async def test_a_consumed_form_is_deleted_from_prefect_so_its_code_cannot_be_read_back(
+        world: Deps, tmp_path: Path) -> None:
+    path = email(tmp_path, "ev2", "ann@example.com", "INV-000002 was paid twice")
+    run = asyncio.create_task(process_ticket(email_path=path, approval_wait_s=60))
+    while (ticket := tickets.find_by_email(world.sessions, "ev2@test")) is None:
+        await asyncio.sleep(0.1)
+    ticket = await wait_for_state(world, ticket.id, "APPROVAL_PENDING")
+    await decide_in_ui(ticket, approve=False, approver="bob")
+    assert (await run)["state"] == "REJECTED_BY_APPROVER"
+    async with get_client() as client:
+        with pytest.raises(PrefectHTTPStatusError, match="404"):
+            await client.read_flow_run_input(
+                UUID(ticket.flow_run_id), f"paused-approval-{ticket.id}-0-0-response")
+        # the form's description and schema stay: only the submitted answer is removed
+        await client.read_flow_run_input(
+            UUID(ticket.flow_run_id), f"paused-approval-{ticket.id}-0-0-schema")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import Engine, select
@@ -97,7 +97,7 @@ def claim_call(engine: Engine, key: str, *, ticket_id: int, payment_id: str, hol
     return CallClaim("stale") if _take_over(engine, row, holder, now) else CallClaim("busy")
 
 
-def _take_over(engine: Engine, row: sa.Row[object], holder: str, now: float) -> bool:
+def _take_over(engine: Engine, row: sa.Row[Any], holder: str, now: float) -> bool:
     # Guarded on the old holder and time: of two workers taking over at once, one wins.
     with engine.begin() as conn:
         taken = conn.execute(
