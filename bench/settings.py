@@ -1,52 +1,43 @@
-"""The Prefect configurations the benchmarks compare: library defaults and our tuned settings.
+"""The Prefect configurations the benchmarks compare: library defaults and what we ship.
 
-Every tuned value is an ordinary Prefect setting (no code change) and is explained in
-docs/benchmarks.md; each was measured against the default side by side.
+What ships, and so what "as shipped" means here:
+- server: deployments/server.env, read from that file (never a copy of its values);
+- client: tasks.client_settings.local_client_settings(), applied in-process by the runner
+  around the whole run, as our entry points do (bench/ticket_runner.py, BENCH_CLIENT=shipped).
+"Library defaults" is a server and client with none of that.
+
+``--proposals`` also measures client settings we do not ship (a named result-storage block,
+heartbeats off); docs/benchmarks.md says why they are not shipped.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-import certifi
+SERVER_ENV = Path(__file__).resolve().parents[1] / "deployments" / "server.env"
 
-SERVICES = "PREFECT_SERVER_SERVICES_"
-
-#: Server: record task runs and persist events in batches instead of one row per message.
-#: With the defaults (task-run recorder batch size 1) the server spends ~60% of its CPU
-#: inserting task runs one at a time.
-TUNED_SERVER: dict[str, str] = {
-    SERVICES + "TASK_RUN_RECORDER_BATCH_SIZE": "100",
-    SERVICES + "TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-    SERVICES + "EVENT_PERSISTER_BATCH_SIZE": "200",
-    SERVICES + "EVENT_PERSISTER_FLUSH_INTERVAL": "1",
-}
-
-#: The result-storage block the tuned clients name, so no flow run asks the server for it.
+#: The result-storage block the results-block proposal names (not shipped).
 RESULTS_BLOCK = "local-file-system/billing-recon-results"
 
 
-def single_ca_file() -> str:
-    """A PEM file holding one CA certificate (the first of certifi's bundle).
+def read_env_file(path: Path = SERVER_ENV) -> dict[str, str]:
+    """KEY=VALUE lines of an env file (comments and blank lines skipped), as ``. file`` reads
+    them (the file promises no quotes and no expansions)."""
+    settings: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{path}:{number}: not a KEY=VALUE line: {line!r}")
+        settings[key] = value
+    return settings
 
-    Prefect builds a new SSL context for every API client it creates (two per flow run),
-    loading all of certifi's ~150 certificates each time, even for an http:// API. Naming
-    one CA file instead (PREFECT_API_SSL_CERT_FILE: in production, the CA that signed your
-    server's certificate) removes that cost.
-    """
-    bundle = Path(certifi.where()).read_text(encoding="ascii")
-    end = "-----END CERTIFICATE-----"
-    first = bundle[bundle.index("-----BEGIN CERTIFICATE-----"):bundle.index(end) + len(end)]
-    path = Path(tempfile.mkdtemp(prefix="bench-ca-")) / "ca.pem"
-    path.write_text(first + "\n", encoding="ascii")
-    return str(path)
 
-
-def tuned_client(ca_file: str) -> dict[str, str]:
-    """Client settings of the tuned configuration."""
-    return {"PREFECT_API_SSL_CERT_FILE": ca_file,
-            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULTS_BLOCK}
+def shipped_server() -> dict[str, str]:
+    """Server settings as shipped: the contents of deployments/server.env."""
+    return read_env_file()
 
 
 def save_results_block(basepath: str) -> str:

@@ -9,6 +9,10 @@ or ``batch-concurrent`` (bench/inbox_concurrent, likewise). The database, the Pr
 the sandbox come from the environment. The last stdout line is one JSON object: wall and CPU
 seconds of the timed part (the warm-up email is run first and not counted) and each email's
 settled state.
+
+``BENCH_CLIENT=shipped`` runs everything inside tasks.client_settings.local_client_settings(),
+as our entry points do; ``BENCH_HEARTBEATS=off`` turns flow-run heartbeats off (a measured
+proposal, not shipped).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,21 @@ def _cpu() -> dict[str, float]:
     return {"client": process_tree_cpu(os.getpid()),
             "server": process_tree_cpu(int(server)) if server else 0.0,
             "postgres": postgres_cpu(), "machine": machine_busy()}
+
+
+@contextmanager
+def _client_settings() -> Iterator[None]:
+    """The in-process Prefect settings this run asks for (see the module docstring)."""
+    with ExitStack() as stack:
+        if os.environ.get("BENCH_CLIENT") == "shipped":
+            from tasks.client_settings import local_client_settings
+
+            stack.enter_context(local_client_settings())
+        if os.environ.get("BENCH_HEARTBEATS") == "off":
+            from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+            stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        yield
 
 
 def _spent(before: dict[str, float]) -> dict[str, float]:
@@ -166,7 +187,8 @@ def main() -> int:
     args = parser.parse_args()
     paths = [Path(line) for line in args.emails.read_text().split() if line]
     try:
-        result = run(args.mode, paths, args.warmup, args.barrier)
+        with _client_settings():
+            result = run(args.mode, paths, args.warmup, args.barrier)
     finally:
         from billing_recon import runtime
 

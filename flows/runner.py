@@ -21,6 +21,7 @@ from billing_recon.store.models import Ticket
 from flows.process_ticket import process_ticket
 from flows.reconcile_inbox import reconcile_inbox
 from tasks.approval import ApprovalForm
+from tasks.client_settings import local_client_settings
 from tasks.runtime import deps, in_thread
 
 Update = Callable[[str, Ticket], None]
@@ -99,7 +100,8 @@ def run_emails(paths: list[str], wait_s: float, on_update: Update,
     (they keep their last committed state; processing the email again resumes them) or that
     the global model breaker holds.
     """
-    return asyncio.run(_run(paths, wait_s, on_update, on_problem))
+    with local_client_settings():  # cheaper Prefect clients on a loopback http:// server
+        return asyncio.run(_run(paths, wait_s, on_update, on_problem))
 
 
 def check_server_access(ticket: Ticket) -> None:
@@ -153,7 +155,9 @@ def resume_waiting(ticket: Ticket, form: dict[str, Any]) -> bool:
     if not ticket.flow_run_id or not (suspended or waiter_alive(ticket)):
         return False
     try:
-        resume_flow_run(UUID(ticket.flow_run_id), run_input=ApprovalForm(**form).model_dump())
+        with local_client_settings():
+            resume_flow_run(UUID(ticket.flow_run_id),
+                            run_input=ApprovalForm(**form).model_dump())
     except Exception:  # the pause timed out or the run is gone: continue it ourselves
         return False
     return True
@@ -165,4 +169,5 @@ async def _continue(ticket_id: int) -> dict[str, Any]:
 
 def continue_ticket(ticket_id: int) -> dict[str, Any]:
     """Run a ticket's flow in this process from its committed state (refund after approval)."""
-    return asyncio.run(_continue(ticket_id))
+    with local_client_settings():
+        return asyncio.run(_continue(ticket_id))

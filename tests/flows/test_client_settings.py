@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from prefect import flow, task
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, temporary_settings
+from prefect.settings import (
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_API_URL,
+    PREFECT_HOME,
+    temporary_settings,
+)
 
 from tasks.client_settings import local_client_settings, loopback_http
 
@@ -33,10 +38,10 @@ def test_only_plain_http_on_loopback_counts_as_a_local_api(url: str | None,
     assert loopback_http(url) is expected
 
 
-def test_clients_of_a_loopback_http_api_load_one_ca_certificate() -> None:
-    with local_client_settings():
+def test_clients_of_a_loopback_http_api_load_one_ca_certificate(tmp_path: Path) -> None:
+    with temporary_settings({PREFECT_HOME: tmp_path}), local_client_settings():
         assert _trusted_cas(PrefectClient("http://127.0.0.1:9/api")) == 1
-        assert Path(PREFECT_API_SSL_CERT_FILE.value() or "").is_file()
+        assert Path(PREFECT_API_SSL_CERT_FILE.value() or "").parent == tmp_path
 
 
 def test_an_https_api_keeps_prefect_s_own_ca_setting() -> None:
@@ -60,7 +65,7 @@ async def _client_cas_in_flow() -> tuple[int, int]:
 
 
 @pytest.mark.anyio
-async def test_flow_and_task_runs_inside_the_settings_use_them() -> None:
+async def test_flow_and_task_runs_inside_the_settings_use_them(tmp_path: Path) -> None:
     assert loopback_http(PREFECT_API_URL.value())  # the test harness: http on 127.0.0.1
-    with local_client_settings():
+    with temporary_settings({PREFECT_HOME: tmp_path}), local_client_settings():
         assert await _client_cas_in_flow() == (1, 1)

@@ -145,7 +145,7 @@ def test_key_in_flight_is_409_without_retries(
 ) -> None:
     req = _request(key="busy")
     _claim_like(client, store, req)
-    no_retries = RefundClient(API_KEY, server.url, max_network_retries=0)
+    no_retries = RefundClient(API_KEY, server.url, max_network_retries=0, busy_wait_s=0)
     error = _gateway_error(no_retries, req)
     assert (error.code, error.status) == ("idempotency_key_in_use", 409)
     assert _refund_rows(store) == 1  # the probe only
