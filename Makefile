@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy src flows tasks blocks
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile  # two workers; a module stays on one
 
 test: lint pytest
 
