@@ -34,7 +34,7 @@ def running_server(home: Path, extra_env: Mapping[str, str] | None = None) -> It
                              "127.0.0.1", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         yield url
     finally:
         proc.terminate()
@@ -51,17 +51,18 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Wait until the server started as ``proc`` answers /health (fail fast if it exits)."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("the Prefect server exited during start-up")
+            raise RuntimeError(f"the Prefect server exited with {proc.returncode}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.3)
     raise RuntimeError("the Prefect server did not become healthy")
 
 

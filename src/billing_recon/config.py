@@ -117,52 +117,39 @@ class Settings:
 
     def signing_key(self) -> bytes:
         """Given key, else BILLING_RECON_SIGNING_KEY, else a random key in an owner-only file."""
-        if self.signing_key_value:
-            return self.signing_key_value.encode()
-        env = os.environ.get("BILLING_RECON_SIGNING_KEY")
-        if env:
-            return env.encode()
-        path = self.home / "signing.key"
-        if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first; use theirs
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_hex(32))
-        for _ in range(50):  # the creator may not have written it yet
-            key = path.read_text().strip()
-            if key:
-                return key.encode()
-            time.sleep(0.05)
-        raise RuntimeError(f"signing key file {path} is empty")
+        return _key(self.signing_key_value, "BILLING_RECON_SIGNING_KEY",
+                    self.home / "signing.key")
 
     def approver_key(self) -> bytes:
-        """Key material sealing approvers' TOTP secrets: BILLING_RECON_APPROVER_KEY, else a
-        random key in an owner-only file ``approvers.key`` (created once, like signing.key).
+        """Key material sealing approvers' TOTP secrets: given key, BILLING_RECON_APPROVER_KEY,
+        else a random key in an owner-only file ``approvers.key`` (created once).
 
         Losing or changing it makes every enrolled secret unreadable: approvers re-enroll.
         """
-        if self.approver_key_value:
-            return self.approver_key_value.encode()
-        env = os.environ.get("BILLING_RECON_APPROVER_KEY")
-        if env:
-            return env.encode()
-        path = self.home / "approvers.key"
-        if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first; use theirs
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_hex(32))
-        for _ in range(50):  # the creator may not have written it yet
-            key = path.read_text().strip()
-            if key:
-                return key.encode()
-            time.sleep(0.05)
-        raise RuntimeError(f"approver key file {path} is empty")
+        return _key(self.approver_key_value, "BILLING_RECON_APPROVER_KEY",
+                    self.home / "approvers.key")
+
+
+def _key(given: str | None, env_name: str, path: Path) -> bytes:
+    """A key: the one given (by a Block), else the env variable, else the key file at
+    ``path``, created once with a random key and mode 0600."""
+    if given:
+        return given.encode()
+    env = os.environ.get(env_name)
+    if env:
+        return env.encode()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it first; use theirs
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    for _ in range(50):  # the creator may not have written it yet
+        key = path.read_text().strip()
+        if key:
+            return key.encode()
+        time.sleep(0.05)
+    raise RuntimeError(f"key file {path} is empty")

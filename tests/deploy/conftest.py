@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
@@ -35,6 +34,7 @@ from psycopg import sql
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.store.db import make_engine, session_factory
+from tests.prefect_server import wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -132,20 +132,6 @@ class Stack:
         return session_factory(make_engine(self.billing_url))
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the Prefect server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("the Prefect server did not become healthy")
-
-
 def _stop(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM the process group started for ``proc`` (its own session), then SIGKILL."""
     if proc.poll() is None:
@@ -188,7 +174,7 @@ def stack(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
                 "BILLING_RECON_HOME": str(tmp / "billing-home"),
                 "BILLING_RECON_PAUSE_POLL_S": "1"})
     try:
-        _wait_healthy(api_url, server)
+        wait_healthy(api_url, server)
         yield Stack(api_url, env, env["BILLING_RECON_DATABASE_URL"],
                     env["BILLING_RECON_GATEWAY_DB"], tmp)
     finally:

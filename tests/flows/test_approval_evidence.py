@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -13,6 +14,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
 from flows.process_ticket import process_ticket
 from tasks.approval import ARTIFACT_PAGE
 from tests.flows.conftest import decide_in_ui, email, wait_for_state, wait_paused
@@ -20,14 +22,21 @@ from tests.flows.conftest import decide_in_ui, email, wait_for_state, wait_pause
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]
 
 
-async def test_paused_ticket_publishes_linked_invoice_and_reconciliation_tables(
-        world: Deps, tmp_path: Path) -> None:
-    path = email(tmp_path, "ev1", "ann@example.com", "INV-000001 and INV-000002 look wrong")
+async def _pending(world: Deps, tmp_path: Path, name: str, body: str
+                   ) -> tuple[asyncio.Task[dict[str, Any]], Ticket]:
+    """Start the ticket's flow and wait until its run is paused for a decision."""
+    path = email(tmp_path, name, "ann@example.com", body)
     run = asyncio.create_task(process_ticket(email_path=path, approval_wait_s=60))
-    while (ticket := tickets.find_by_email(world.sessions, "ev1@test")) is None:
+    while (ticket := tickets.find_by_email(world.sessions, f"{name}@test")) is None:
         await asyncio.sleep(0.1)
     ticket = await wait_for_state(world, ticket.id, "APPROVAL_PENDING")
     await wait_paused(ticket.flow_run_id)
+    return run, ticket
+
+
+async def test_paused_ticket_publishes_linked_invoice_and_reconciliation_tables(
+        world: Deps, tmp_path: Path) -> None:
+    run, ticket = await _pending(world, tmp_path, "ev1", "INV-000001 and INV-000002 look wrong")
     async with get_client() as client:
         artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(ticket.flow_run_id)])))
@@ -57,11 +66,7 @@ def _rows(data: object) -> list[dict[str, str]]:
 
 async def test_a_consumed_form_is_deleted_from_prefect_so_its_code_cannot_be_read_back(
         world: Deps, tmp_path: Path) -> None:
-    path = email(tmp_path, "ev2", "ann@example.com", "INV-000002 was paid twice")
-    run = asyncio.create_task(process_ticket(email_path=path, approval_wait_s=60))
-    while (ticket := tickets.find_by_email(world.sessions, "ev2@test")) is None:
-        await asyncio.sleep(0.1)
-    ticket = await wait_for_state(world, ticket.id, "APPROVAL_PENDING")
+    run, ticket = await _pending(world, tmp_path, "ev2", "INV-000002 was paid twice")
     await decide_in_ui(ticket, approve=False, approver="bob")
     assert (await run)["state"] == "REJECTED_BY_APPROVER"
     async with get_client() as client:
