@@ -34,9 +34,10 @@ async def _open_all(inbox: str | None, email_paths: list[str] | None,
                     from_table: bool) -> list[int]:
     """Open tickets in arrival order, so duplicate detection follows it."""
     ids = await open_tickets_from_table() if from_table else []
-    if inbox is not None or email_paths:
-        ids += [await open_ticket(path) for path in inbox_paths(inbox, email_paths)]
-    return ids
+    if from_table and inbox is None and not email_paths:
+        return ids
+    # inbox_paths refuses a batch given no source at all
+    return ids + [await open_ticket(path) for path in inbox_paths(inbox, email_paths)]
 
 
 async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:

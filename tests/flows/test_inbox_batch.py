@@ -100,6 +100,11 @@ async def test_missing_inbox_folder_is_a_clear_error(world: Deps, tmp_path: Path
         await reconcile_inbox(inbox=str(tmp_path / "nope"), approval_wait_s=0)
 
 
+async def test_a_batch_given_no_source_is_a_clear_error(world: Deps) -> None:
+    with pytest.raises(ValueError, match="needs inbox, email_paths or from_table"):
+        await reconcile_inbox(approval_wait_s=0)
+
+
 async def test_escalated_ticket_emits_one_event_with_the_ticket_as_resource(
         world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     since = datetime.now(UTC)
