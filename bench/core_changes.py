@@ -51,7 +51,7 @@ from billing_recon import pipeline, runtime  # noqa: E402
 from billing_recon.config import Settings  # noqa: E402
 from billing_recon.domain.email import parse_email  # noqa: E402
 from billing_recon.domain.money import to_minor_units  # noqa: E402
-from billing_recon.domain.proposal import CurrencyRefund, PaymentRefund, Proposal  # noqa: E402
+from billing_recon.domain.proposal import CurrencyRefund, PaymentRefund, Policy, Proposal  # noqa: E402
 from billing_recon.payments.gateway_store import GatewayStore  # noqa: E402
 from billing_recon.steps import scope_reads  # noqa: E402
 from billing_recon.steps.deps import Deps  # noqa: E402
@@ -196,7 +196,7 @@ def _approved_ticket(engine: Engine) -> None:
                           charge_ref=f"ch_{i}", amount=Decimal("10.00")) for i in (3, 4)]
     proposal = Proposal(ticket_key="k", customer_id="C0000000", refunds=[CurrencyRefund(
         currency="USD", amount=Decimal("20.00"), invoices={"INV-00000003": Decimal("20.00")},
-        reasons=["price_overcharge"], payments=pays)])
+        reasons=["price_overcharge"], payments=pays)], policy=Policy())
     with session_factory(engine)() as s, s.begin():
         s.add(InboundEmail(email_id="<seed@bench>", source=None, raw="",
                            received_at=datetime.now(UTC)))

@@ -14,6 +14,7 @@ from billing_recon.errors import (
     GlobalBreakerOpen,
     InvalidApprovalToken,
     ModelUnavailable,
+    RefundRefused,
 )
 from billing_recon.store import tickets
 from tasks.approval import wait_for_decision
@@ -49,6 +50,10 @@ async def _reconcile(ticket_id: int) -> None:
 async def _refund(ticket_id: int, ticket_key: str) -> None:
     try:
         results = await execute_refund(ticket_id, ticket_key)
+    except RefundRefused as exc:  # money owed once: another ticket holds or refunded it
+        await escalate(ticket_id, Reason.POLICY_VIOLATION.value,
+                       {"error": str(exc), "other_tickets": exc.others, **exc.details})
+        return
     except InvalidApprovalToken as exc:
         await escalate(ticket_id, Reason.POLICY_VIOLATION.value, {"error": str(exc)})
         return

@@ -148,6 +148,29 @@ def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None
     for row in _ticket_refunds(ticket_id):
         print(f"  refunded {row['amount']} {row['currency']} on {row['payment_id']} "
               f"({row['refund_id']})")
+    _check_outcome(deps, before, final, approve)
+
+
+#: Where a decision may leave its ticket without anything having gone wrong: refunded (or on
+#: its way, on a work pool's worker), waiting for a second approver, or rejected.
+_DECIDED = {True: {State.REFUNDED.value, State.CLOSED.value, State.APPROVAL_PENDING.value},
+            False: {State.REJECTED_BY_APPROVER.value}}
+
+
+def _check_outcome(deps: Deps, before: Ticket, final: Ticket, approve: bool) -> None:
+    """Exit non-zero, saying why, when the decision did not lead where it should (SPEC §8)."""
+    from flows import runner
+
+    if final.state in _DECIDED[approve] or (approve and before.waiter == runner.SUSPENDED):
+        return
+    events = tickets.events(deps.sessions, final.id)
+    why = next((e.payload.get("error") or e.payload.get("gateway_error") for e in
+                reversed(events) if e.payload.get("error") or e.payload.get("gateway_error")),
+               None)
+    state = f"{final.state}({final.reason})" if final.reason else final.state
+    raise ApprovalRefused(f"{tickets.format_ticket_id(final.id)}: the approval was recorded but "
+                          f"no refund was made: the ticket is {state}"
+                          f"{': ' + str(why) if why else ''}")
 
 
 def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
@@ -224,11 +247,16 @@ def _print_ticket(data: dict[str, Any]) -> None:
     if data["refund"]:
         print(f"  refund {data['refund']['amount']} {data['refund']['currency']} "
               f"{json.dumps(data['refund']['invoices'])} reasons {data['refund']['reasons']}")
+    held = Proposal.model_validate(data["proposal"]).covered if data["proposal"] else []
+    for covered in held:
+        print(f"  already held elsewhere: {presentation.covered_line(covered)}")
+    if data["duplicate_of"]:
+        print(f"  duplicate of {data['duplicate_of']}")
     for d in data["decisions"]:
         print(f"  decision: {reports.decision_text(d)}")
     if data["approvals"]["required"] > 1:
-        print(f"  four-eyes: {len(data['approvals']['approved_by'])} of "
-              f"{data['approvals']['required']} approvals")
+        print(f"  four-eyes (frozen on the proposal): {len(data['approvals']['approved_by'])} "
+              f"of {data['approvals']['required']} approvals")
     print(reports.table(["seq", "at", "event", "reason", "actor"],
                         [[str(e["seq"]), e["at"][:19], e["to"] or e["kind"], e["reason"] or "",
                           e["actor"]] for e in data["events"]]))

@@ -7,7 +7,9 @@ BillingReconError
 ├── IllegalTransition       a ticket state change the FSM forbids
 ├── ConcurrentTransition    the ticket moved under us (optimistic lock lost)
 ├── ApprovalRefused         a decision that cannot count (approver, hash, state)
+│   └── ProposalTampered     the stored proposal's MAC does not verify
 ├── InvalidApprovalToken    the refund worker's guard
+│   └── RefundRefused        the money would be refunded beyond what is owed (another ticket's)
 ├── SandboxUnavailable      the sandbox backend cannot run anything at all
 ├── AnalysisFailed          one reconciliation attempt failed (retried by the flow)
 │   └── AnalysisExhausted    every allowed attempt was used; no further model call
@@ -62,6 +64,21 @@ class ApprovalRefused(BillingReconError):
 
 class InvalidApprovalToken(BillingReconError):
     """The refund worker refuses to move money without a valid token."""
+
+
+class ProposalTampered(ApprovalRefused):
+    """The stored proposal does not carry a valid MAC: it was changed outside the system."""
+
+
+class RefundRefused(InvalidApprovalToken):
+    """A refund that would break the invariant of money owed, or that the trusted rules do not
+    re-derive; ``others`` names the tickets whose money is involved."""
+
+    def __init__(self, message: str, *, others: list[str] | None = None,
+                 details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.others = others or []
+        self.details = details or {}
 
 
 class SandboxUnavailable(BillingReconError):

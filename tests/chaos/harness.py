@@ -29,7 +29,7 @@ from billing_recon.config import Settings
 from billing_recon.domain.proposal import CurrencyRefund, PaymentRefund, Proposal
 from billing_recon.domain.ticket_key import ticket_key
 from billing_recon.payments.gateway_store import GatewayStore
-from billing_recon.steps import approval_gate
+from billing_recon.steps import approval_gate, money_owed
 from billing_recon.steps.deps import Deps
 from billing_recon.store.db import make_engine, migrate, session_factory
 from billing_recon.store.models import (
@@ -270,9 +270,10 @@ class World:
                 for j in range(payments)]
         key = ticket_key(email, [invoice])
         total = sum((p.amount for p in pays), Decimal(0))
-        proposal = Proposal(ticket_key=key, customer_id=f"C{n}", refunds=[CurrencyRefund(
-            currency="USD", amount=total, invoices={invoice: total},
-            reasons=["price_overcharge"], payments=pays)])
+        proposal = money_owed.frozen(self.settings, Proposal(
+            ticket_key=key, customer_id=f"C{n}", refunds=[CurrencyRefund(
+                currency="USD", amount=total, invoices={invoice: total},
+                reasons=["price_overcharge"], payments=pays)]))
         ticket_id = self._insert(n, email, invoice, pays, proposal)
         for pay in pays:
             self.gateway_store.ensure_charge(pay.charge_ref or "", 5000, "usd")
@@ -299,8 +300,8 @@ class World:
             ticket = Ticket(email_id=f"<chaos-{n}@test>", state="APPROVAL_PENDING", version=1,
                             sender=email, subject="chaos", customer_id=f"C{n}",
                             ticket_key=proposal.ticket_key,
-                            proposal=proposal.model_dump(mode="json"),
-                            proposal_hash=proposal.hash())
+                            scope={"customer_id": f"C{n}", "invoice_ids": [invoice]},
+                            **money_owed.ticket_fields(self.settings, proposal))
             s.add(ticket)
             s.flush()
             return ticket.id

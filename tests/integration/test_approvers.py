@@ -22,7 +22,7 @@ from billing_recon.domain.proposal import CurrencyRefund, PaymentRefund, Proposa
 from billing_recon.domain.ticket_key import ticket_key
 from billing_recon.errors import ApprovalRefused, InvalidApprovalToken, UserInputError
 from billing_recon.payments.gateway_store import GatewayStore
-from billing_recon.steps import approval_gate, presentation, refund_worker
+from billing_recon.steps import approval_gate, money_owed, presentation, refund_worker
 from billing_recon.steps.deps import Deps
 from billing_recon.store import approvers, tickets
 from billing_recon.store.models import (
@@ -63,11 +63,11 @@ class Gate:
         email, invoice = f"cust{n}@example.com", f"INV-{n:06d}"
         pay = PaymentRefund(payment_id=f"PAY-{n}", invoice_id=invoice, charge_ref=f"ch_{n}",
                             amount=Decimal(amount))
-        proposal = Proposal(ticket_key=ticket_key(email, [invoice]), customer_id=f"C{n}",
-                            refunds=[CurrencyRefund(currency="USD", amount=Decimal(amount),
-                                                    invoices={invoice: Decimal(amount)},
-                                                    reasons=["price_overcharge"],
-                                                    payments=[pay])])
+        proposal = money_owed.frozen(self.deps.settings, Proposal(
+            ticket_key=ticket_key(email, [invoice]), customer_id=f"C{n}",
+            refunds=[CurrencyRefund(currency="USD", amount=Decimal(amount),
+                                    invoices={invoice: Decimal(amount)},
+                                    reasons=["price_overcharge"], payments=[pay])]))
         with self.deps.sessions() as s, s.begin():
             s.add(Customer(customer_id=f"C{n}", name=f"Customer {n}", email=email,
                            currency="USD", tax_rate=Decimal("0.10"), tax_exempt=False))
@@ -83,8 +83,8 @@ class Gate:
             ticket = Ticket(email_id=f"<m{n}@test>", state="APPROVAL_PENDING", version=1,
                             sender=sender or email, subject="refund", customer_id=f"C{n}",
                             ticket_key=proposal.ticket_key,
-                            proposal=proposal.model_dump(mode="json"),
-                            proposal_hash=proposal.hash())
+                            scope={"customer_id": f"C{n}", "invoice_ids": [invoice]},
+                            **money_owed.ticket_fields(self.deps.settings, proposal))
             s.add(ticket)
         return ticket
 

@@ -142,17 +142,24 @@ def test_reloading_is_a_no_op(sessions: sessionmaker[Session], data_dir: Path) -
     assert report.already_present == {MODELS[f].__tablename__: n for f, n in before.items()}
 
 
-def test_reference_to_a_row_already_in_the_database_is_accepted(
-    sessions: sessionmaker[Session], data_dir: Path, tmp_path: Path
-) -> None:
-    load_directory(sessions, data_dir)
+def second_load(data_dir: Path, tmp_path: Path, files: dict[str, list[dict[str, str]]]) -> Path:
+    """A directory for a later, incremental load: the required files empty, plus ``files``."""
     extra = tmp_path / "extra"
     extra.mkdir()
     for file in ("customers.csv", "invoices.csv"):
         write_rows(extra / file, [], header=list(read_rows(data_dir / file)[0]))
+    for file, rows in files.items():
+        write_rows(extra / file, rows)
+    return extra
+
+
+def test_reference_to_a_row_already_in_the_database_is_accepted(
+    sessions: sessionmaker[Session], data_dir: Path, tmp_path: Path
+) -> None:
+    load_directory(sessions, data_dir)
     credit = {"credit_id": "CN-900001", "customer_id": "CUST-001", "invoice_id": "INV-000001",
               "amount": "5.00", "currency": "usd", "issued_at": "2026-04-01"}
-    write_rows(extra / "credits.csv", [credit])
+    extra = second_load(data_dir, tmp_path, {"credits.csv": [credit]})
     report = load_directory(sessions, extra)
     assert report.inserted["credits"] == 1
     with sessions() as session:
@@ -284,3 +291,176 @@ def test_conflicting_reload_names_the_cell_and_changes_nothing(
     with sessions() as session:
         invoice = session.get(Invoice, read_rows(data_dir / "invoices.csv")[0]["invoice_id"])
     assert invoice is not None and invoice.total != Decimal("1.00")
+
+
+# --- money consistency across files and with the rows already stored ---------------------
+
+
+def assert_refused(
+    sessions: sessionmaker[Session], data_dir: Path, where: tuple[str, int, str], words: str
+) -> None:
+    """Loading ``data_dir`` fails at ``where`` (file, row, column) and changes nothing."""
+    before = counts(sessions)
+    with pytest.raises(CsvLoadError) as info:
+        load_directory(sessions, data_dir)
+    err = info.value
+    assert (err.file, err.row, err.column) == where
+    file, row, column = where
+    message = str(err)
+    assert f"{file}, row {row}, column {column!r}" in message and words in message, message
+    assert counts(sessions) == before
+
+
+def refunded_payment(data_dir: Path) -> tuple[dict[str, str], Decimal]:
+    """The sample's partly refunded payment and the amount of it not refunded yet."""
+    refund = read_rows(data_dir / "refunds.csv")[0]
+    payment = next(row for row in read_rows(data_dir / "payments.csv")
+                   if row["payment_id"] == refund["payment_id"])
+    return payment, Decimal(payment["amount"]) - Decimal(refund["amount"])
+
+
+def new_refund(payment_id: str, amount: Decimal, number: int) -> dict[str, str]:
+    return {"refund_id": f"RE-9{number:05d}", "payment_id": payment_id, "amount": str(amount),
+            "currency": "USD", "refunded_at": "2026-04-01T09:00:00Z", "idempotency_key": ""}
+
+
+def test_payment_of_another_customers_invoice_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    assert read_rows(data_dir / "payments.csv")[0]["invoice_id"] == "INV-000001"  # CUST-001's
+    edit_cell(data_dir, "payments.csv", 2, "customer_id", "CUST-002")
+    assert_refused(sessions, data_dir, ("payments.csv", 2, "customer_id"),
+                   "does not match invoice 'INV-000001', whose customer_id is 'CUST-001'")
+
+
+def test_payment_in_another_currency_than_its_invoice_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    edit_cell(data_dir, "payments.csv", 3, "currency", "eur")
+    assert_refused(sessions, data_dir, ("payments.csv", 3, "currency"),
+                   "'EUR' does not match invoice 'INV-000002', whose currency is 'USD'")
+
+
+def test_charge_ref_shared_by_two_payments_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    first = read_rows(data_dir / "payments.csv")[0]
+    edit_cell(data_dir, "payments.csv", 4, "charge_ref", first["charge_ref"])
+    assert_refused(sessions, data_dir, ("payments.csv", 4, "charge_ref"),
+                   f"{first['charge_ref']!r} is also used by {first['payment_id']!r}")
+
+
+def test_payments_without_charge_ref_are_accepted(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    edit_cell(data_dir, "payments.csv", 2, "charge_ref", "")
+    edit_cell(data_dir, "payments.csv", 3, "charge_ref", "")
+    load_directory(sessions, data_dir)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).where(Payment.charge_ref.is_(None))) == 2
+
+
+def test_refunds_beyond_their_payment_are_refused(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    payment, left = refunded_payment(data_dir)
+    rows = read_rows(data_dir / "refunds.csv")
+    # The first new refund takes exactly what is left; the second, one cent, is one too many.
+    extra = [new_refund(payment["payment_id"], left, 1),
+             new_refund(payment["payment_id"], Decimal("0.01"), 2)]
+    write_rows(data_dir / "refunds.csv", [*rows, *extra])
+    assert_refused(sessions, data_dir, ("refunds.csv", len(rows) + 3, "amount"),
+                   f"more than the payment's amount {payment['amount']}")
+
+
+def test_refunds_up_to_their_payment_are_accepted(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    payment, left = refunded_payment(data_dir)
+    rows = read_rows(data_dir / "refunds.csv")
+    write_rows(data_dir / "refunds.csv", [*rows, new_refund(payment["payment_id"], left, 1)])
+    report = load_directory(sessions, data_dir)
+    assert report.inserted["refunds"] == len(rows) + 1
+
+
+def test_refund_in_another_currency_than_its_payment_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    edit_cell(data_dir, "refunds.csv", 2, "currency", "EUR")
+    assert_refused(sessions, data_dir, ("refunds.csv", 2, "currency"),
+                   "whose currency is 'USD'")
+
+
+def test_credit_in_another_currency_than_its_invoice_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    assert read_rows(data_dir / "credits.csv")[0]["currency"] == "EUR"
+    edit_cell(data_dir, "credits.csv", 2, "currency", "USD")
+    assert_refused(sessions, data_dir, ("credits.csv", 2, "currency"),
+                   "whose currency is 'EUR' (in invoices.csv)")
+
+
+def test_credit_of_another_customers_invoice_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path
+) -> None:
+    edit_cell(data_dir, "credits.csv", 3, "customer_id", "CUST-001")
+    assert_refused(sessions, data_dir, ("credits.csv", 3, "customer_id"),
+                   "'CUST-001' does not match invoice")
+
+
+@pytest.mark.parametrize(("file", "column", "value"), [
+    ("payments.csv", "customer_id", "CUST-002"),
+    ("payments.csv", "currency", "EUR"),
+    ("credits.csv", "customer_id", "CUST-002"),
+    ("credits.csv", "currency", "EUR"),
+])
+def test_row_contradicting_a_stored_invoice_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path, tmp_path: Path,
+    file: str, column: str, value: str,
+) -> None:
+    load_directory(sessions, data_dir)
+    row = {"customer_id": "CUST-001", "invoice_id": "INV-000001", "amount": "5.00",
+           "currency": "USD", column: value}
+    if file == "payments.csv":
+        row |= {"payment_id": "PAY-900001", "paid_at": "2026-04-01T09:00:00Z", "charge_ref": ""}
+    else:
+        row |= {"credit_id": "CN-900001", "issued_at": "2026-04-01"}
+    extra = second_load(data_dir, tmp_path, {file: [row]})
+    assert_refused(sessions, extra, (file, 2, column), "(in the database)")
+
+
+def test_charge_ref_of_a_stored_payment_is_refused(
+    sessions: sessionmaker[Session], data_dir: Path, tmp_path: Path
+) -> None:
+    load_directory(sessions, data_dir)
+    stored = read_rows(data_dir / "payments.csv")[1]
+    payment = {**stored, "payment_id": "PAY-900001"}
+    extra = second_load(data_dir, tmp_path, {"payments.csv": [payment]})
+    assert_refused(sessions, extra, ("payments.csv", 2, "charge_ref"),
+                   f"{stored['charge_ref']!r} already belongs to {stored['payment_id']!r} in "
+                   "the database")
+
+
+@pytest.mark.parametrize("reloaded", [False, True], ids=["new rows only", "stored row reloaded"])
+def test_refunds_beyond_a_stored_payment_are_refused(
+    sessions: sessionmaker[Session], data_dir: Path, tmp_path: Path, reloaded: bool
+) -> None:
+    load_directory(sessions, data_dir)
+    payment, left = refunded_payment(data_dir)
+    stored = read_rows(data_dir / "refunds.csv")[:1] if reloaded else []
+    rows = [*stored, new_refund(payment["payment_id"], left + Decimal("0.01"), 1)]
+    extra = second_load(data_dir, tmp_path, {"refunds.csv": rows})  # the payment is stored
+    assert_refused(sessions, extra, ("refunds.csv", len(rows) + 1, "amount"),
+                   f"more than the payment's amount {payment['amount']} (in the database)")
+
+
+def test_refunds_up_to_a_stored_payment_are_accepted_when_reloaded(
+    sessions: sessionmaker[Session], data_dir: Path, tmp_path: Path
+) -> None:
+    load_directory(sessions, data_dir)
+    payment, left = refunded_payment(data_dir)
+    # The stored refund comes again with the new one: it must not be counted twice.
+    rows = [*read_rows(data_dir / "refunds.csv"), new_refund(payment["payment_id"], left, 1)]
+    extra = second_load(data_dir, tmp_path, {"payments.csv": [payment], "refunds.csv": rows})
+    report = load_directory(sessions, extra)
+    assert (report.inserted["refunds"], report.already_present["refunds"]) == (1, len(rows) - 1)

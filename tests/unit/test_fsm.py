@@ -27,6 +27,7 @@ LEGAL = {
     (State.DATA_FETCHED, State.ANALYZED, None),
     (State.ANALYZED, State.CLOSED, Reason.NO_DISCREPANCY),
     (State.ANALYZED, State.APPROVAL_PENDING, None),
+    (State.ANALYZED, State.DUPLICATE, Reason.DUPLICATE),
     (State.APPROVAL_PENDING, State.APPROVED, None),
     (State.APPROVAL_PENDING, State.REJECTED_BY_APPROVER, Reason.REJECTED_BY_APPROVER),
     (State.APPROVED, State.REFUNDED, None),

@@ -1,4 +1,5 @@
-"""Approval tokens (SPEC §6): HMAC-SHA256 over ticket key, proposal hash and approvers."""
+"""Approval tokens (SPEC §6): HMAC-SHA256 over ticket key, proposal hash and approvers; and
+the proposal MAC, the same key over the ticket key and the proposal hash."""
 
 from __future__ import annotations
 
@@ -26,3 +27,22 @@ def verify_token(
         return False
     expected = mint_token(key, ticket_key, proposal_hash, approvers)
     return hmac.compare_digest(expected, token)
+
+
+def _proposal_message(ticket_key: str, proposal_hash: str) -> bytes:
+    return f"billing-recon proposal v1|{ticket_key}|{proposal_hash}".encode()
+
+
+def mac_proposal(key: bytes, ticket_key: str, proposal_hash: str) -> str:
+    """The proposal's MAC: a keyed seal over its hash (which covers amounts and policy), so a
+    proposal edited in the database, even with its SHA-256 recomputed, is detected."""
+    return hmac.new(key, _proposal_message(ticket_key, proposal_hash),
+                    hashlib.sha256).hexdigest()
+
+
+def verify_proposal_mac(key: bytes, mac: str | None, ticket_key: str,
+                        proposal_hash: str) -> bool:
+    """Constant-time check of a proposal's MAC."""
+    if not mac:
+        return False
+    return hmac.compare_digest(mac_proposal(key, ticket_key, proposal_hash), mac)

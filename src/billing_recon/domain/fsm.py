@@ -71,6 +71,8 @@ _EDGES: dict[tuple[State, State], frozenset[Reason]] = {
     (State.DATA_FETCHED, State.ANALYZED): frozenset(),
     (State.ANALYZED, State.CLOSED): frozenset({Reason.NO_DISCREPANCY}),
     (State.ANALYZED, State.APPROVAL_PENDING): frozenset(),
+    # Every refundable amount is already proposed or refunded by other tickets (SPEC §5).
+    (State.ANALYZED, State.DUPLICATE): frozenset({Reason.DUPLICATE}),
     (State.APPROVAL_PENDING, State.APPROVED): frozenset(),
     (State.APPROVAL_PENDING, State.REJECTED_BY_APPROVER): frozenset({Reason.REJECTED_BY_APPROVER}),
     (State.APPROVED, State.REFUNDED): frozenset(),

@@ -48,6 +48,37 @@ class CurrencyRefund(BaseModel):
     payments: list[PaymentRefund]
 
 
+POLICY_VERSION = 1
+
+
+class Policy(BaseModel):
+    """The decision policy frozen on the proposal when it was made (SPEC §6).
+
+    How many different approvers must approve, and the four-eyes thresholds that applied to
+    the proposal's currencies; the hash, the proposal MAC and the approval token cover it, so
+    a process with other settings can neither lower nor raise it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    version: int = POLICY_VERSION
+    required_approvals: int = 1
+    thresholds: dict[str, Decimal] = {}
+
+
+class Covered(BaseModel):
+    """Money on an invoice of the scope that another ticket already proposed or refunded.
+
+    The proposal does not count it again (``status``: proposed, approved, in_flight,
+    refunded); it is shown to the approver beside what is proposed.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    invoice_id: str
+    ticket: str
+    amount: Decimal
+    status: str
+
+
 class Proposal(BaseModel):
     """What the approver decides on; bound to the decision by its hash."""
 
@@ -56,11 +87,15 @@ class Proposal(BaseModel):
     customer_id: str
     refunds: list[CurrencyRefund]
     claimed: list[str] = []
+    covered: list[Covered] = []
+    policy: Policy | None = None  # None only on proposals made before policies were frozen
 
     def canonical(self) -> dict[str, Any]:
-        """The fields the hash covers: ticket key, amounts, currency, payments to refund."""
+        """The fields the hash covers: ticket key, customer, amounts, currency, payments to
+        refund, what other tickets cover, and the frozen decision policy."""
         return {
             "ticket_key": self.ticket_key,
+            "customer_id": self.customer_id,
             "refunds": [
                 {
                     "currency": r.currency,
@@ -74,6 +109,13 @@ class Proposal(BaseModel):
                 }
                 for r in self.refunds
             ],
+            "covered": [{"invoice_id": c.invoice_id, "ticket": c.ticket,
+                         "amount": fmt(c.amount), "status": c.status} for c in self.covered],
+            "policy": None if self.policy is None else {
+                "version": self.policy.version,
+                "required_approvals": self.policy.required_approvals,
+                "thresholds": {k: fmt(v) for k, v in sorted(self.policy.thresholds.items())},
+            },
         }
 
     def hash(self) -> str:

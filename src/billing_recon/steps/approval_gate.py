@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from billing_recon.config import Settings
-from billing_recon.domain.approval import mint_token
+from billing_recon.domain.approval import mint_token, verify_proposal_mac
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
-from billing_recon.errors import ApprovalRefused, ConcurrentTransition
+from billing_recon.errors import ApprovalRefused, ConcurrentTransition, ProposalTampered
 from billing_recon.steps.approver_identity import Identity, codes_required, identify
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.reply import reply_for
@@ -67,15 +65,27 @@ class Progress:
         return self.required > 1
 
 
-def required_approvals(settings: Settings, proposal: dict[str, Any] | None) -> int:
-    """Two when any currency's refund is above its four-eyes threshold, else one."""
+def required_approvals(proposal: dict[str, Any] | None) -> int:
+    """How many different approvers the proposal's frozen policy asks for.
+
+    The policy was fixed when the proposal was made (steps/money_owed.py: policy_for) and is
+    covered by the hash, the MAC and the token: the settings of the process deciding or paying
+    play no part. A proposal from before policies were frozen asks for two.
+    """
     if not proposal:
         return 1
-    limits: dict[str, Decimal] = dict(settings.four_eyes_thresholds)
-    refunds = Proposal.model_validate(proposal).refunds
-    above = any(r.currency.upper() in limits and r.amount > limits[r.currency.upper()]
-                for r in refunds)
-    return 2 if above else 1
+    policy = Proposal.model_validate(proposal).policy
+    return 2 if policy is None else policy.required_approvals
+
+
+def sealed(deps: Deps, ticket: Ticket) -> bool:
+    """Whether the stored proposal is the one the system made: its hash is the SHA-256 of its
+    canonical JSON and its MAC verifies with the signing key."""
+    if not ticket.proposal or not ticket.proposal_hash:
+        return False
+    digest = Proposal.model_validate(ticket.proposal).hash()
+    return digest == ticket.proposal_hash and verify_proposal_mac(
+        deps.settings.signing_key(), ticket.proposal_mac, ticket.ticket_key or "", digest)
 
 
 def check_decision(deps: Deps, ticket: Ticket, decision: Decision) -> None:
@@ -88,6 +98,10 @@ def check_decision(deps: Deps, ticket: Ticket, decision: Decision) -> None:
                               f", but the current proposal is {(ticket.proposal_hash or '')[:12]}")
     if ticket.approval_deadline is not None and utcnow() > ticket.approval_deadline:
         raise ApprovalRefused(f"{name}: the approval deadline has passed")
+    if not sealed(deps, ticket):
+        raise ProposalTampered(f"{name}: the stored proposal does not match its MAC (changed "
+                               "outside billing-recon); the ticket is escalated, nothing is "
+                               "refunded")
 
 
 def _admit(deps: Deps, ticket: Ticket, decision: Decision) -> Identity | None:
@@ -134,6 +148,12 @@ def decide(deps: Deps, ticket_id: int, decision: Decision, actor: str) -> Outcom
         ticket = tickets.get(deps.sessions, ticket_id)
         try:
             who = _admit(deps, ticket, decision)
+        except ProposalTampered as exc:
+            tickets.transition(deps.sessions, ticket_id, State.ESCALATED,
+                               reason=Reason.POLICY_VIOLATION, actor=actor,
+                               payload={**decision.public(), "error": str(exc)},
+                               expect=State.APPROVAL_PENDING)
+            raise
         except ApprovalRefused as exc:
             tickets.note(deps.sessions, ticket_id, "approval_refused", actor,
                          {**decision.public(), "error": str(exc)})
@@ -153,7 +173,7 @@ def _record(deps: Deps, ticket: Ticket, decision: Decision, who: Identity,
     digest = ticket.proposal_hash or ""
     before = approvers_of(deps, ticket.id, digest)
     names = sorted({*before, who.name})
-    required = required_approvals(deps.settings, ticket.proposal)
+    required = required_approvals(ticket.proposal)
     payload = {**decision.public(), "code_verified": who.verified,
                "decided_at": utcnow().isoformat()}
 
@@ -229,7 +249,7 @@ def approvers_of(deps: Deps, ticket_id: int, proposal_hash: str) -> list[str]:
 
 def progress(deps: Deps, ticket: Ticket) -> Progress:
     """Approvals needed and given on the ticket's current proposal."""
-    return Progress(required=required_approvals(deps.settings, ticket.proposal),
+    return Progress(required=required_approvals(ticket.proposal),
                     approved_by=tuple(approvers_of(deps, ticket.id, ticket.proposal_hash or "")),
                     codes=codes_required(deps))
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing_recon.domain.money import fmt
-from billing_recon.domain.proposal import Proposal
+from billing_recon.domain.proposal import Covered, Proposal
 from billing_recon.steps.approval_gate import Progress
 from billing_recon.store.models import Ticket
 from billing_recon.store.tickets import format_ticket_id
@@ -16,6 +16,25 @@ def claimed_mismatch(proposal: Proposal) -> bool:
     """Whether the customer claimed amounts and none equals the computed total."""
     total = proposal.total()
     return bool(proposal.claimed) and all(Decimal(c) != total for c in proposal.claimed)
+
+
+_COVERED = {"proposed": "proposed in {ticket}, pending", "approved": "approved in {ticket}, "
+             "refund pending", "in_flight": "being refunded in {ticket}",
+             "refunded": "refunded in {ticket}"}
+
+
+def covered_line(covered: Covered) -> str:
+    """``INV-000104: 0.33 proposed in T-000012, pending``: money another ticket holds."""
+    where = _COVERED.get(covered.status, covered.status + " in {ticket}")
+    return f"{covered.invoice_id}: {fmt(covered.amount)} {where.format(ticket=covered.ticket)}"
+
+
+def covered_markdown(proposal: Proposal) -> list[str]:
+    """The markdown lines telling the approver what other tickets already hold or refunded."""
+    if not proposal.covered:
+        return []
+    return ["**Already proposed or refunded by other tickets** (not counted again here)", "",
+            *[f"- {covered_line(c)}" for c in proposal.covered], ""]
 
 
 def approvals_line(progress: Progress) -> str:
@@ -54,6 +73,7 @@ def proposal_markdown(ticket: Ticket, cli: str, progress: Progress | None = None
         lines += ["", "| payment | charge | refund |", "|---|---|---:|"]
         lines += [f"| {p.payment_id} | {p.charge_ref} | {fmt(p.amount)} |" for p in refund.payments]
         lines.append("")
+    lines += covered_markdown(proposal)
     claimed = ", ".join(proposal.claimed) or "none"
     flag = "  **(differs from the computed amount)**" if claimed_mismatch(proposal) else ""
     lines += [f"**Claimed by the customer** {claimed}{flag}", "",

@@ -9,18 +9,19 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
+from sqlalchemy.orm import Session
 
 from billing_recon.agents.analysis import Failure, author_script
 from billing_recon.domain import rules
 from billing_recon.domain.fsm import Reason, State
-from billing_recon.domain.proposal import Proposal, build_proposal
+from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import AnalysisExhausted, AnalysisFailed, ModelOutputInvalid
 from billing_recon.llm.port import Usage
-from billing_recon.steps import model_trace, scope_reads
+from billing_recon.steps import model_trace, money_owed, scope_reads
 from billing_recon.steps.budget import metered
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.reply import reply_for
-from billing_recon.store import billing, tickets
+from billing_recon.store import billing, commitments, tickets
 from billing_recon.store.models import Ticket
 from billing_recon.store.types import utcnow
 
@@ -182,28 +183,37 @@ def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: dict[str, Any],
                          "trusted": trusted})
     claimed = (ticket.triage or {}).get("claimed_amounts", [])
     try:
-        proposal = build_proposal(ticket.ticket_key or "", ticket.customer_id or "",
-                                  trusted["invoices"], billing.payment_balances(tables), claimed)
+        return _propose(deps, ticket_id, trusted, tables, claimed, actor)
     except ValueError as exc:
         return escalate(deps, ticket_id, Reason.POLICY_VIOLATION, actor, {"error": str(exc)})
-    return _propose(deps, ticket_id, proposal, trusted, actor)
 
 
-def _propose(deps: Deps, ticket_id: int, proposal: Proposal, trusted: dict[str, Any],
-             actor: str) -> Ticket:
-    data = proposal.model_dump(mode="json")
-    tickets.transition(deps.sessions, ticket_id, State.ANALYZED, actor=actor,
-                       payload={"proposal": data, "proposal_hash": proposal.hash(),
-                                "reconciliation": trusted},
-                       fields={"proposal": data, "proposal_hash": proposal.hash()},
-                       expect=State.DATA_FETCHED)
+def _propose(deps: Deps, ticket_id: int, trusted: dict[str, Any],
+             tables: dict[str, pd.DataFrame], claimed: list[str], actor: str) -> Ticket:
+    """DATA_FETCHED -> ANALYZED with the proposal, made under the customer's money lock so two
+    overlapping tickets never count the same money (steps/money_owed.py)."""
+    fields: dict[str, Any] = {}
+    payload: dict[str, Any] = {"reconciliation": trusted}
+    commitments.prepare(deps.sessions.kw["bind"])
+
+    def under_lock(session: Session, ticket: Ticket) -> None:
+        commitments.lock_customer(session, ticket.customer_id or "")
+        proposal = money_owed.propose(session, deps.settings, ticket, trusted, tables, claimed)
+        fields.update(money_owed.ticket_fields(deps.settings, proposal))
+        payload.update(proposal=fields["proposal"], proposal_hash=fields["proposal_hash"])
+
+    tickets.transition(deps.sessions, ticket_id, State.ANALYZED, actor=actor, payload=payload,
+                       fields=fields, within=under_lock, expect=State.DATA_FETCHED)
     return advance_analyzed(deps, ticket_id, actor)
 
 
 def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
-    """ANALYZED -> CLOSED(no_discrepancy) or APPROVAL_PENDING (also used after a crash)."""
+    """ANALYZED -> CLOSED(no_discrepancy), DUPLICATE (everything owed is another ticket's
+    already) or APPROVAL_PENDING (also used after a crash)."""
     ticket = tickets.get(deps.sessions, ticket_id)
     proposal = Proposal.model_validate(ticket.proposal)
+    if proposal.total() == Decimal(0) and proposal.covered:
+        return _covered_elsewhere(deps, ticket, proposal, actor)
     if proposal.total() == Decimal(0):
         reply = reply_for(deps, ticket, "no_discrepancy", actor)
         return tickets.transition(deps.sessions, ticket_id, State.CLOSED,
@@ -215,3 +225,14 @@ def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
                               payload={"proposal_hash": ticket.proposal_hash,
                                        "approval_deadline": deadline.isoformat()},
                               fields={"approval_deadline": deadline}, expect=State.ANALYZED)
+
+
+def _covered_elsewhere(deps: Deps, ticket: Ticket, proposal: Proposal, actor: str) -> Ticket:
+    """Nothing left to propose because other tickets hold or refunded it: DUPLICATE of the
+    first of them, with what each covers in the event log."""
+    first = proposal.covered[0].ticket
+    covered = [c.model_dump(mode="json") for c in proposal.covered]
+    return tickets.transition(deps.sessions, ticket.id, State.DUPLICATE, reason=Reason.DUPLICATE,
+                              actor=actor, payload={"duplicate_of": first, "covered": covered},
+                              fields={"duplicate_of": tickets.parse_ticket_id(first)},
+                              expect=State.ANALYZED)

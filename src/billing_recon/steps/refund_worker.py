@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from billing_recon.domain.approval import verify_token
@@ -31,10 +32,10 @@ from billing_recon.errors import ConcurrentTransition, GatewayError, InvalidAppr
 from billing_recon.payments.kill_points import kill_point
 from billing_recon.payments.layers import Layer, is_on
 from billing_recon.payments.refunds import GatewayRefund, RefundClient, RefundRequest
-from billing_recon.steps import approval_gate
+from billing_recon.steps import approval_gate, money_owed
 from billing_recon.steps.approver_identity import codes_required
 from billing_recon.steps.deps import Deps
-from billing_recon.store import ledger, tickets
+from billing_recon.store import commitments, ledger, tickets
 from billing_recon.store.leases import lease_seconds
 from billing_recon.store.models import Ticket
 from billing_recon.store.types import utcnow
@@ -44,18 +45,21 @@ _PAST_APPROVED = {State.REFUNDED.value, State.CLOSED.value}
 
 
 def authorised_proposal(deps: Deps, ticket: Ticket) -> Proposal:
-    """The proposal exactly as approved, or InvalidApprovalToken."""
+    """The proposal exactly as made and approved, or InvalidApprovalToken."""
     proposal = Proposal.model_validate(ticket.proposal)
     digest = proposal.hash()
     name = tickets.format_ticket_id(ticket.id)
     if digest != ticket.proposal_hash:
         raise InvalidApprovalToken(f"{name}: the proposal changed after it was approved")
+    if not approval_gate.sealed(deps, ticket):
+        raise InvalidApprovalToken(f"{name}: the proposal does not match its MAC (changed "
+                                   "outside billing-recon)")
     approvals = approval_gate.approvals_on(deps, ticket.id, digest)
     approvers = sorted({a.approver for a in approvals})
     if not verify_token(deps.settings.signing_key(), ticket.approval_token,
                         ticket.ticket_key or "", digest, approvers):
         raise InvalidApprovalToken(f"{name}: no valid approval token for this proposal")
-    required = approval_gate.required_approvals(deps.settings, ticket.proposal)
+    required = approval_gate.required_approvals(ticket.proposal)
     if len(approvers) < required:  # four-eyes: a token over one approver is not enough
         raise InvalidApprovalToken(f"{name}: {required} different approvers must approve, "
                                    f"not {len(approvers)}")
@@ -92,26 +96,52 @@ def execute_refund(deps: Deps, ticket_id: int, actor: str, *,
         raise InvalidApprovalToken(f"{tickets.format_ticket_id(ticket_id)} is {ticket.state}, "
                                    "not APPROVED")
     proposal = authorised_proposal(deps, ticket)
+    commitments.prepare(_engine(deps))
+    with deps.sessions() as session:
+        expected = money_owed.rederive(session, ticket, proposal)
     tickets.note(deps.sessions, ticket_id, "refund_worker_started", actor,
                  {"proposal_hash": ticket.proposal_hash, "recovering": recovering})
     client = deps.refund_client()
     try:
-        return [_refund_payment(deps, client, ticket, refund.currency, pay, recovering)
+        return [_refund_payment(deps, client, Call(ticket, proposal, refund.currency, pay,
+                                                   expected[pay.invoice_id]), recovering)
                 for refund in proposal.refunds for pay in refund.payments]
     finally:
         client.close()
 
 
-def _refund_payment(deps: Deps, client: RefundClient, ticket: Ticket, currency: str,
-                    pay: PaymentRefund, recovering: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Call:
+    """One gateway call to make: the ticket, its approved proposal, the payment to refund and
+    the expected total of the payment's invoice under the trusted rules."""
+
+    ticket: Ticket
+    proposal: Proposal
+    currency: str
+    pay: PaymentRefund
+    expected_total: Decimal
+
+    def guard(self, conn: Connection) -> None:
+        """The invariant of money owed, checked under the customer's lock in ``conn``'s
+        transaction, immediately before the call is claimed."""
+        with Session(bind=conn) as session:
+            money_owed.check_call(session, self.ticket, self.proposal, self.pay,
+                                  self.expected_total)
+
+
+def _refund_payment(deps: Deps, client: RefundClient, call: Call,
+                    recovering: bool) -> dict[str, Any]:
+    ticket, currency, pay = call.ticket, call.currency, call.pay
     key = refund_idempotency_key(ticket.ticket_key or "", pay.payment_id)
     base = {"payment_id": pay.payment_id, "amount": str(pay.amount), "currency": currency,
             "idempotency_key": key}
     kill_point("refund.before_payment")
     if not is_on(Layer.LEDGER):
+        with _engine(deps).begin() as conn:  # no write-ahead claim: the check alone
+            call.guard(conn)
         return {**base, **_lookup_or_call(deps, client, ticket, currency, pay, key, recovering)}
     holder = secrets.token_hex(8)
-    done = _claim(deps, ticket, pay, key, holder)
+    done = _claim(deps, call, key, holder)
     if isinstance(done, dict):
         return {**base, **done}
     try:
@@ -125,16 +155,16 @@ def _refund_payment(deps: Deps, client: RefundClient, ticket: Ticket, currency: 
     return {**base, **result}
 
 
-def _claim(deps: Deps, ticket: Ticket, pay: PaymentRefund, key: str,
-           holder: str) -> dict[str, Any] | bool:
+def _claim(deps: Deps, call: Call, key: str, holder: str) -> dict[str, Any] | bool:
     """The recorded refund (a dict), or whether the call is ours to make after a lookup."""
     lease = lease_seconds()
     while True:
         recorded = _recorded(deps, key)
         if recorded is not None:
             return recorded
-        claim = ledger.claim_call(_engine(deps), key, ticket_id=ticket.id,
-                                  payment_id=pay.payment_id, holder=holder, lease_s=lease)
+        claim = ledger.claim_call(_engine(deps), key, ticket_id=call.ticket.id,
+                                  payment_id=call.pay.payment_id, holder=holder, lease_s=lease,
+                                  guard=call.guard)
         if claim.status == "done" and claim.gateway_refund_id is not None:
             return {"gateway_refund_id": claim.gateway_refund_id,
                     "refunded_at": utcnow().isoformat()}
@@ -190,7 +220,9 @@ def record_refunds(deps: Deps, ticket_id: int, results: list[dict[str, Any]],
     if ticket.state != State.APPROVED.value:
         return ticket
 
-    def write(session: Session, _ticket: Ticket) -> None:
+    def write(session: Session, locked: Ticket) -> None:
+        # Under the customer's lock: what other tickets hold moves to the ledger atomically.
+        commitments.lock_customer(session, locked.customer_id or "")
         for r in results:
             ledger.record(session, idempotency_key=r["idempotency_key"],
                           payment_id=r["payment_id"], amount=Decimal(r["amount"]),

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.errors import CsvLoadError
+from billing_recon.store.csv_consistency import check_consistency
 from billing_recon.store.db import transaction
 from billing_recon.store.models import (
     Base,
@@ -201,7 +202,7 @@ TABLES: tuple[TableSpec, ...] = (
         (Column("payment_id", _text), _ref("invoice_id", "invoices"),
          _ref("customer_id", "customers"), Column("amount", _MONEY), Column("currency", _currency),
          Column("paid_at", _timestamp), _opt("charge_ref", _text)),
-        identity=("payment_id",),
+        identity=("payment_id",), unique=("charge_ref",),  # one gateway charge, one payment
     ),
     TableSpec(
         "refunds.csv", Refund,
@@ -378,7 +379,8 @@ def _check_unique(session: Session, parsed: _Parsed) -> None:
         for row in parsed.rows:
             value, key = row.values[name], _key(spec, row.values)
             if value is not None and owners.setdefault(value, key) != key:
-                raise CsvLoadError(spec.file, row.line, name, f"{value!r} is used by another row")
+                raise CsvLoadError(spec.file, row.line, name,
+                                   f"{value!r} is also used by {owners[value][0]!r} in this file")
         stored = _db_owners(session, spec, name, set(owners))
         for row in parsed.rows:
             owner = stored.get(row.values[name])
@@ -468,6 +470,7 @@ def load_directory(sessions: sessionmaker[Session], data_dir: Path) -> LoadRepor
     with transaction(sessions) as session:
         # Validation reads in the same transaction, so what was checked is what gets written.
         plans = [(p.spec, *_plan(session, p, keys)) for p in parsed]
+        check_consistency(session, {p.spec.file: p.rows for p in parsed})
         for spec, new, already in plans:
             session.add_all(spec.model(**row.values) for row in new)
             session.flush()  # insert in foreign-key order, table by table

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,12 +74,19 @@ def all_refunds(session: Session) -> list[Refund]:
 
 
 def claim_call(engine: Engine, key: str, *, ticket_id: int, payment_id: str, holder: str,
-               lease_s: float, clock: Callable[[], float] = time.time) -> CallClaim:
-    """Claim the gateway call of ``key`` for ``holder`` before making it."""
+               lease_s: float, clock: Callable[[], float] = time.time,
+               guard: Callable[[Connection], None] | None = None) -> CallClaim:
+    """Claim the gateway call of ``key`` for ``holder`` before making it.
+
+    ``guard`` runs first in the claim's own transaction (it takes its locks there) and may
+    raise to refuse a new claim; an existing claim of the key is not re-checked.
+    """
     ensure_tables(engine, metadata)
     now = clock()
     try:
         with engine.begin() as conn:
+            if guard is not None and not _exists(conn, key):
+                guard(conn)
             conn.execute(calls.insert().values(key=key, ticket_id=ticket_id,
                                                payment_id=payment_id, holder=holder,
                                                claimed_at=now))
@@ -95,6 +102,10 @@ def claim_call(engine: Engine, key: str, *, ticket_id: int, payment_id: str, hol
     if row.holder != holder and row.claimed_at > now - lease_s:
         return CallClaim("busy")
     return CallClaim("stale") if _take_over(engine, row, holder, now) else CallClaim("busy")
+
+
+def _exists(conn: Connection, key: str) -> bool:
+    return conn.execute(sa.select(calls.c.key).where(calls.c.key == key)).first() is not None
 
 
 def _take_over(engine: Engine, row: sa.Row[Any], holder: str, now: float) -> bool:

@@ -163,13 +163,16 @@ class Ticket(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     sender: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(Text, default="")
-    customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     ticket_key: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), nullable=True)
     triage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     scope: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     proposal: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     proposal_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # HMAC of the proposal hash with the signing key (domain/approval.py): a database edit of
+    # the proposal, its hash recomputed, is detected at the approval gate and in the worker.
+    proposal_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
     approval_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reply: Mapped[str | None] = mapped_column(Text, nullable=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
