@@ -72,11 +72,13 @@ class Tally:
     duplicates: int = 0
     lost: int = 0
     stuck: int = 0
+    over_refunded: int = 0  # cents refunded beyond what was owed (or approved), over invoices
     scenarios: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: Tally) -> None:
         """Fold another tally into this one."""
-        for name in ("runs", "kills", "expected", "executed", "duplicates", "lost", "stuck"):
+        for name in ("runs", "kills", "expected", "executed", "duplicates", "lost", "stuck",
+                     "over_refunded"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.faults.update(other.faults)
         self.scenarios.update(other.scenarios)
@@ -87,7 +89,21 @@ class Tally:
         detail = ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
         return (f"runs={self.runs} kills={self.kills} faults_injected={faults} ({detail}) "
                 f"refunds expected={self.expected} executed={self.executed} "
-                f"duplicates={self.duplicates} lost={self.lost} stuck={self.stuck}")
+                f"duplicates={self.duplicates} lost={self.lost} stuck={self.stuck} "
+                f"over_refunded={self.over_refunded}")
+
+
+def over_refunded(world: World, owed: dict[str, int]) -> int:
+    """Cents refunded at the gateway beyond what the rules owed, summed over invoices
+    (``owed``: invoice -> cents, computed before any refund)."""
+    with world.deps.sessions() as s:
+        charges = list(s.execute(select(Payment.invoice_id, Payment.charge_ref)
+                                 .where(Payment.invoice_id.in_(sorted(owed)))))
+    refunded: Counter[str] = Counter()
+    for invoice_id, charge in charges:
+        refunded[invoice_id] += sum(r["amount"] for r in world.gateway_store.list_refunds(
+            charge or ""))
+    return sum(max(0, refunded[inv] - cents) for inv, cents in owed.items())
 
 
 class GatewayProcess:
@@ -323,6 +339,7 @@ class World:
             made = self.gateway_store.list_refunds(charge)
             tally.executed += len(made)
             tally.duplicates += max(0, len(made) - 1)
+            tally.over_refunded += max(0, sum(r["amount"] for r in made) - cents)
             if sum(r["amount"] for r in made) > cents:
                 tally.duplicates += 0 if len(made) > 1 else 1
             if not made or not closed:

@@ -34,10 +34,11 @@ from flows.process_ticket import process_ticket
 class Job:
     """One attempt: what to run and the environment to run it in."""
 
-    kind: str  # flow | core | emails
+    kind: str  # flow | core | emails | flows
     env: dict[str, str]
     ticket_id: int | None = None
     emails: list[str] = field(default_factory=list)
+    tickets: list[int] = field(default_factory=list)  # flows: these tickets' flows at once
 
 
 def run_job(job: Job) -> None:
@@ -58,9 +59,10 @@ async def _flows(job: Job) -> None:
     if job.kind == "flow":
         await process_ticket(ticket_id=job.ticket_id, approval_wait_s=0)
         return
-    results: list[Any] = await asyncio.gather(
-        *(process_ticket(email_path=path, approval_wait_s=0) for path in job.emails),
-        return_exceptions=True)
+    runs = ([process_ticket(ticket_id=t, approval_wait_s=0) for t in job.tickets]
+            if job.kind == "flows" else
+            [process_ticket(email_path=path, approval_wait_s=0) for path in job.emails])
+    results: list[Any] = await asyncio.gather(*runs, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]

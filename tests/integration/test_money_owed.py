@@ -152,19 +152,35 @@ def _claims_everything(world: World, ticket: Ticket, source: Ticket) -> None:
     _seal(world, ticket, mine)
 
 
-def test_the_worker_refuses_money_another_ticket_holds(world: World) -> None:
+def test_of_two_approved_proposals_on_the_same_money_the_first_to_pay_wins(
+        world: World) -> None:
     first = world.email(EMAILS["first"])
     second = world.email(EMAILS["follow-up"])  # DUPLICATE by money; forge it a proposal
     with world.deps.sessions() as s, s.begin():
         s.execute(update(Ticket).where(Ticket.id == second.id).values(state="APPROVAL_PENDING"))
     _claims_everything(world, world.get(second), first)
-    approved = world.approve(world.get(second))
-    with pytest.raises(RefundRefused, match=tickets.format_ticket_id(first.id)) as refused:
+    world.pay(world.approve(world.get(second)))
+    approved = world.approve(first)
+    with pytest.raises(RefundRefused, match=tickets.format_ticket_id(second.id)) as refused:
         refund_worker.execute_refund(world.deps, approved.id, "test")
-    assert refused.value.others == [tickets.format_ticket_id(first.id)]
-    # The flow escalates the refused ticket (flows/process_ticket.py), which releases its hold.
+    assert refused.value.others == [tickets.format_ticket_id(second.id)]
+    assert world.refunded("PAY-000037") == [Decimal("3.56")]
+
+
+def test_the_worker_refuses_money_in_flight_for_another_ticket(world: World) -> None:
+    first = world.approve(world.email(EMAILS["first"]))
+    second = world.email(EMAILS["follow-up"])
+    with world.deps.sessions() as s, s.begin():
+        s.execute(update(Ticket).where(Ticket.id == second.id).values(state="APPROVAL_PENDING"))
+    _claims_everything(world, world.get(second), first)
+    approved = world.approve(world.get(second))
+    lost = refund_worker.execute_refund(world.deps, first.id, "test")  # then it dies
+    assert [r["amount"] for r in lost] == ["3.56"]
+    with pytest.raises(RefundRefused, match="in_flight in"):
+        refund_worker.execute_refund(world.deps, approved.id, "test")
+    # The first ticket's call, not yet in the ledger, is still counted; its re-run records it.
     reconciliation.escalate(world.deps, approved.id, Reason.POLICY_VIOLATION, "test", {})
-    world.pay(world.approve(first))
+    world.pay(world.get(first))
     assert world.refunded("PAY-000037") == [Decimal("3.56")]
 
 

@@ -11,8 +11,13 @@ under the trusted rules (SPEC §4), and no payment is refunded beyond its amount
   rules over the current source data and refuses a proposal that pays more than that, pays a
   payment outside the ticket's customer's in-scope invoices, or a charge shared by payments.
 - ``check_call`` (the refund worker, under the customer's lock, immediately before each
-  gateway call is claimed) checks the invariant against the ledger, the in-flight calls and
-  the other tickets' live proposals.
+  gateway call is claimed) checks the invariant against the ledger and every other ticket's
+  in-flight calls.
+
+The worker counts money that is moving (the ledger, in-flight calls), not other tickets'
+proposals: proposals were already netted when this one was made, so two approved proposals
+on the same money can only come from outside that path (a bug, an edited database), and then
+the first worker to claim its call under the lock pays and the other is refused.
 """
 
 from __future__ import annotations
@@ -108,15 +113,20 @@ def _refunded_since(session: Session, tables: dict[str, pd.DataFrame]
     return per_inv, per_pay
 
 
+def _moving(held: list[Held]) -> list[Held]:
+    """Money already moving: refunds in flight at the gateway (and, for the record, in the
+    ledger); other tickets' mere proposals are left out (see the module docstring)."""
+    return [h for h in held if h.status in ("in_flight", "refunded")]
+
+
 def _holders(held: list[Held], invoice_id: str) -> list[str]:
-    return sorted({format_ticket_id(h.ticket_id) for h in held
-                   if h.invoice_id == invoice_id and h.counts})
+    return sorted({format_ticket_id(h.ticket_id) for h in held if h.invoice_id == invoice_id})
 
 
 def _describe(held: list[Held], invoice_id: str) -> str:
     lines = [f"{fmt(h.amount)} {h.status} in {format_ticket_id(h.ticket_id)}"
-             for h in held if h.invoice_id == invoice_id and h.counts]
-    return "; ".join(lines) or "nothing held by other tickets"
+             for h in held if h.invoice_id == invoice_id]
+    return "; ".join(lines) or "no other ticket's refund on it"
 
 
 def rederive(session: Session, ticket: Ticket, proposal: Proposal) -> dict[str, Decimal]:
@@ -132,7 +142,8 @@ def rederive(session: Session, ticket: Ticket, proposal: Proposal) -> dict[str, 
     tables = billing.scope_tables(session, ticket.customer_id or "", scope["invoice_ids"])
     trusted = rules.summarize(rules.reconcile(tables))["invoices"]
     _check_payments(session, name, ticket, proposal, tables)
-    held = commitments.held_by_others(session, ticket.customer_id or "", trusted, ticket.id)
+    held = _moving(commitments.held_by_others(session, ticket.customer_id or "", trusted,
+                                              ticket.id))
     inv_held = commitments.per_invoice(held)
     expected: dict[str, Decimal] = {}
     for refund in proposal.refunds:
@@ -196,8 +207,8 @@ def check_call(session: Session, ticket: Ticket, proposal: Proposal, pay: Paymen
     """The invariant for one gateway call, under the customer's lock (taken here, first)."""
     commitments.lock_customer(session, ticket.customer_id or "")
     now = commitments.invoice_ledger(session, pay.invoice_id)
-    held = commitments.held_by_others(session, ticket.customer_id or "", [pay.invoice_id],
-                                      ticket.id)
+    held = _moving(commitments.held_by_others(session, ticket.customer_id or "",
+                                              [pay.invoice_id], ticket.id))
     others = commitments.per_invoice(held).get(pay.invoice_id, ZERO)
     own = own_per_invoice(proposal).get(pay.invoice_id, ZERO)
     left = now.paid - now.refunded - others - own
