@@ -20,7 +20,13 @@ from billing_recon import pipeline, runtime
 from billing_recon.domain.fsm import Reason
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import ApprovalRefused, InvalidApprovalToken, RefundRefused
-from billing_recon.steps import approval_gate, money_owed, reconciliation, refund_worker
+from billing_recon.steps import (
+    approval_gate,
+    money_owed,
+    presentation,
+    reconciliation,
+    refund_worker,
+)
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.csv_loader import load_directory
@@ -120,6 +126,9 @@ def test_a_follow_up_proposes_only_what_the_first_ticket_does_not_hold(world: Wo
     assert proposal.refunds[0].invoices == {OTHER: Decimal("1.00")}
     assert [(c.invoice_id, c.ticket, c.status) for c in proposal.covered] == [
         (OVERCHARGED, tickets.format_ticket_id(first.id), "proposed")]
+    form = presentation.proposal_markdown(follow_up, "billing-recon approve")  # the UI form
+    held = f"- {OVERCHARGED}: 3.56 proposed in {tickets.format_ticket_id(first.id)}, pending"
+    assert held in form
     world.pay(world.approve(follow_up))
     world.pay(world.approve(first))
     assert (world.refunded("PAY-000037"), world.refunded("PAY-000001")) == (
