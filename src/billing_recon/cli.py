@@ -21,6 +21,9 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # offline machines: no telemetry calls
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",  # stdout stays clean for --json; -v shows flow logs
+    # The temporary server takes 10-30 s to start on a loaded 2-core machine; Prefect's 20 s
+    # default made `demo` fail now and then there (seen in the suite, old and new code alike).
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
 
 
