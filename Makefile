@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/billing-recon demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src flows tasks blocks tests
-	$(BIN)/mypy src flows tasks blocks
+	$(BIN)/ruff check src flows tasks blocks billing_recon_cli tests bench
+	$(BIN)/mypy src flows tasks blocks billing_recon_cli
 
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile  # two workers; a module stays on one

@@ -31,9 +31,9 @@ from prefect.utilities.importtools import import_object
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import text
 
-from billing_recon.demo import matches
 from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import State, is_terminal
+from billing_recon.ground_truth import matches
 from billing_recon.store import tickets
 from billing_recon.store.db import make_engine
 from billing_recon.store.models import Ticket

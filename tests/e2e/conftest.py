@@ -15,7 +15,7 @@ import pytest
 
 from billing_recon.store.sample_data import SampleSet, generate
 
-CLI = [sys.executable, "-m", "billing_recon.cli"]
+CLI = [sys.executable, "-m", "billing_recon_cli"]
 
 
 class Cli:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from billing_recon.demo import matches
 from billing_recon.domain.email import parse_email
+from billing_recon.ground_truth import matches
 from billing_recon.llm.chat_server import ChatServer
 from billing_recon.llm.openai_chat import OpenAIChatModel
 from billing_recon.steps.deps import Deps

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_recon.demo import matches
+from billing_recon.ground_truth import matches
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from flows.reconcile_inbox import reconcile_inbox

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from billing_recon import runtime
-from billing_recon.cli import PREFECT_DEFAULTS, main
 from billing_recon.domain import totp
+from billing_recon_cli.main import PREFECT_DEFAULTS, main
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 Run = Callable[..., tuple[int, str, str]]

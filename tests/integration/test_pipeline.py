@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from billing_recon import pipeline, runtime
-from billing_recon.demo import matches
+from billing_recon.ground_truth import matches
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.csv_loader import load_directory

@@ -13,6 +13,7 @@ from typing import Any
 from billing_recon import reports, runtime
 from billing_recon.domain import totp
 from billing_recon.domain.fsm import State
+from billing_recon.ground_truth import matches
 from billing_recon.steps.approver_identity import codes_required
 from billing_recon.steps.deps import Deps
 from billing_recon.store import approvers, tickets
@@ -21,21 +22,6 @@ from billing_recon.store.models import Ticket
 from billing_recon.store.sample_data import generate
 
 DEMO_APPROVERS = ("alice", "bob")
-# Where a ticket expected to await approval may already be when the demo runs again.
-AFTER_APPROVAL = {("APPROVAL_PENDING", None), ("APPROVED", None), ("REFUNDED", None),
-                  ("CLOSED", "refunded"), ("REJECTED_BY_APPROVER", "rejected_by_approver"),
-                  ("ESCALATED", "approval_timeout")}
-
-
-def matches(expected: dict[str, Any], ticket: Ticket) -> bool:
-    """Whether the ticket's state and proposal equal the ground truth."""
-    if expected.get("refund") != reports.refund_summary(ticket):
-        return False
-    if expected["expected_state"] == State.APPROVAL_PENDING.value:
-        return (ticket.state, ticket.reason) in AFTER_APPROVAL
-    return (expected["expected_state"], expected.get("reason")) == (ticket.state, ticket.reason)
-
-
 def _expected_text(expected: dict[str, Any]) -> str:
     refund = expected.get("refund")
     return f"{refund['amount']} {refund['currency']}" if refund else "-"
@@ -148,7 +134,7 @@ def demo_deciders(deps: Deps) -> list[str]:
 
 def run_demo(directory: Path, seed: int, wait_s: float) -> int:
     """Generate, load, process; exit 0 only when every outcome equals the ground truth."""
-    from flows import runner
+    from billing_recon_cli import driver
 
     sample = generate(directory, seed=seed)
     deps = runtime.build()
@@ -163,7 +149,7 @@ def run_demo(directory: Path, seed: int, wait_s: float) -> int:
     if wait_s > 0:
         print(f"(after the table, waiting up to {wait_s:.0f}s for decisions; Ctrl-C stops "
               "waiting, pending tickets stay pending)", flush=True)
-    runner.run_emails(paths, wait_s, report.update)
+    driver.run_emails(paths, wait_s, report.update)
     if not report.all_reported.is_set():
         report.print_table()
     return 0 if report.ok() else 1

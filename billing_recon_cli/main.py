@@ -1,13 +1,12 @@
-"""The ``billing-recon`` command (SPEC §8).
+"""The ``billing-recon`` command (SPEC §8): arguments, exit codes, the environment it sets.
 
-Commands that run flows import the top-level ``flows`` package lazily, so importing the core
-never imports Prefect.
+Commands that run flows import Prefect's side (flows, tasks, blocks, the driver) lazily, so
+commands that only read the database (``tickets show``, ``refunds``) start fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -124,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 on a refused action, 2 on input the user must fix."""
     args = _parser().parse_args(argv)
     _environment(args)
-    from billing_recon import commands
+    from billing_recon_cli import commands
 
     handler = {"demo": commands.demo, "load": commands.load, "process": commands.process,
                "approvals": commands.approvals, "approve": commands.approve,
@@ -145,12 +144,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: tickets keep their last committed state", file=sys.stderr)
         return 130
-
-
-def emit(obj: Any) -> None:
-    """Print one JSON line and flush (consumers read it as soon as it is written)."""
-    print(json.dumps(obj, sort_keys=True), flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

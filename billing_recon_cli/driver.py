@@ -1,6 +1,6 @@
-"""How the CLI drives the flows: batches with live updates, resume-or-continue after a decision.
-
-Not a flow itself; the CLI imports it lazily so the core never imports Prefect.
+"""How the command line drives the flows: batches with live updates, resume-or-continue after
+a decision, server access checks. Not a flow itself; the commands import it lazily, so commands
+that never run a flow do not pay for importing Prefect.
 """
 
 from __future__ import annotations

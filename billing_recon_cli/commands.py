@@ -1,4 +1,4 @@
-"""Implementations of the CLI commands (argument parsing lives in cli.py)."""
+"""Implementations of the CLI commands (argument parsing lives in main.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from billing_recon import reports, runtime
-from billing_recon.cli import emit
 from billing_recon.domain import totp
 from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import Proposal
@@ -21,6 +20,7 @@ from billing_recon.steps.deps import Deps
 from billing_recon.store import approvers, ledger, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket
+from billing_recon_cli.output import emit
 
 SETTLE_AFTER_RESUME_S = 30.0
 
@@ -41,7 +41,7 @@ def _check_paths(paths: list[str]) -> None:
 
 def process(args: argparse.Namespace) -> int:
     """Run each email's ticket flow; report tickets as they become pending or end."""
-    from flows import runner
+    from billing_recon_cli import driver
 
     _check_paths(args.emails)
     runtime.build()
@@ -63,7 +63,7 @@ def process(args: argparse.Namespace) -> int:
             print(f"{path}: {tickets.format_ticket_id(ticket.id)} stays {ticket.state} "
                   f"({what}); processing the email again resumes it", flush=True)
 
-    runner.run_emails(args.emails, args.wait, on_update, on_problem)
+    driver.run_emails(args.emails, args.wait, on_update, on_problem)
     return 0
 
 
@@ -128,11 +128,11 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
 
 
 def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None:
-    from flows import runner
+    from billing_recon_cli import driver
 
     deps = runtime.build()
     before = tickets.get(deps.sessions, ticket_id)
-    runner.check_server_access(before)
+    driver.check_server_access(before)
     digest = before.proposal_hash or ""
     if args.hash and not digest.startswith(args.hash):
         raise ApprovalRefused(f"the current proposal is {digest[:12]}, not {args.hash}")
@@ -159,9 +159,9 @@ _DECIDED = {True: {State.REFUNDED.value, State.CLOSED.value, State.APPROVAL_PEND
 
 def _check_outcome(deps: Deps, before: Ticket, final: Ticket, approve: bool) -> None:
     """Exit non-zero, saying why, when the decision did not lead where it should (SPEC §8)."""
-    from flows import runner
+    from billing_recon_cli import driver
 
-    if final.state in _DECIDED[approve] or (approve and before.waiter == runner.SUSPENDED):
+    if final.state in _DECIDED[approve] or (approve and before.waiter == driver.SUSPENDED):
         return
     events = tickets.events(deps.sessions, final.id)
     why = next((e.payload.get("error") or e.payload.get("gateway_error") for e in
@@ -181,13 +181,13 @@ def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
     After a first of two approvals the run is resumed too: it finds the approval recorded
     (the same code: a repeat, not a new decision) and asks again, showing 1 of 2.
     """
-    from flows import runner
+    from billing_recon_cli import driver
 
     deps = runtime.build()
     form = {"approve": decision.approve, "approver": decision.approver, "note": decision.note,
             "code": decision.code, "proposal_hash": before.proposal_hash or ""}
-    if runner.resume_waiting(before, form):
-        if before.waiter == runner.SUSPENDED:
+    if driver.resume_waiting(before, form):
+        if before.waiter == driver.SUSPENDED:
             # Deployed: a worker re-runs the ticket; running it here too would only race it.
             print(f"{tickets.format_ticket_id(before.id)}: its suspended run was resumed; a "
                   "worker of the pool carries it on", flush=True)
@@ -200,7 +200,7 @@ def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
             time.sleep(0.2)
     ticket = tickets.get(deps.sessions, before.id)
     if decision.approve and ticket.state in (State.APPROVED.value, State.REFUNDED.value):
-        runner.continue_ticket(before.id)
+        driver.continue_ticket(before.id)
     return tickets.get(deps.sessions, before.id)
 
 
@@ -358,7 +358,7 @@ def _approver_code(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """Seed sample data, process the sample inbox, compare with the ground truth."""
-    from billing_recon.demo import run_demo
+    from billing_recon_cli.demo import run_demo
 
     return run_demo(Path(args.dir), args.seed, args.wait)
 
