@@ -9,13 +9,12 @@ ticket settles, after publishing the same two approval artifacts.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from billing_recon import pipeline, runtime
 from billing_recon.domain.fsm import State
+from billing_recon.domain.summary import SandboxSummary
 from billing_recon.errors import AnalysisFailed
 from billing_recon.steps import intake, presentation, reconciliation, retrieval
 from billing_recon.store import tickets
@@ -43,13 +42,13 @@ def fetch_invoices(ticket_id: int) -> str:
 
 
 @task(retries=3)
-def analyse(ticket_id: int) -> dict[str, Any]:
+def analyse(ticket_id: int) -> SandboxSummary:
     """One analysis attempt per try."""
     return reconciliation.analysis_attempt(runtime.build(), ticket_id, ACTOR)
 
 
 @task
-def verify(ticket_id: int, summary: dict[str, Any]) -> str:
+def verify(ticket_id: int, summary: SandboxSummary) -> str:
     """Cross-check and propose."""
     return reconciliation.verify_proposal(runtime.build(), ticket_id, summary, ACTOR).state
 

@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 from billing_recon.domain.fsm import Reason, State, is_terminal
 from billing_recon.errors import (
     BudgetExceeded,
-    GatewayError,
+    GatewayRejected,
     GlobalBreakerOpen,
     InvalidApprovalToken,
     ModelUnavailable,
@@ -57,10 +57,8 @@ async def _refund(ticket_id: int, ticket_key: str) -> None:
     except InvalidApprovalToken as exc:
         await escalate(ticket_id, Reason.POLICY_VIOLATION.value, {"error": str(exc)})
         return
-    except GatewayError as exc:
-        if exc.status is None or exc.status >= 500 or exc.status == 409:
-            raise  # transient: the ticket stays APPROVED; a re-run replays the same keys
-        await escalate(ticket_id, Reason.POLICY_VIOLATION.value,
+    except GatewayRejected as exc:  # unavailable or busy propagate: the ticket stays APPROVED
+        await escalate(ticket_id, Reason.POLICY_VIOLATION.value,  # and a re-run replays the keys
                        {"gateway_error": str(exc), "code": exc.code, "status": exc.status})
         return
     await record_refunds(ticket_id, results)

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 
 from billing_recon.domain.fsm import Reason
+from billing_recon.domain.summary import SandboxSummary
 from billing_recon.steps import reconciliation
 from tasks.budget import publish_model_trace
 from tasks.intake import ACTOR
@@ -15,13 +16,13 @@ from tasks.runtime import deps, in_thread
 
 
 @task(name="reconcile", **RECONCILE)
-async def reconcile(ticket_id: int) -> dict[str, Any]:
+async def reconcile(ticket_id: int) -> SandboxSummary:
     """One self-correcting attempt per try; raises AnalysisFailed so Prefect retries it."""
     return await in_thread(reconciliation.analysis_attempt, deps(), ticket_id, ACTOR)
 
 
 @task(name="verify_proposal", **STEP)
-async def verify_proposal(ticket_id: int, sandbox_summary: dict[str, Any]) -> str:
+async def verify_proposal(ticket_id: int, sandbox_summary: SandboxSummary) -> str:
     """Cross-check against the trusted rules, then propose or close; returns the new state."""
     ticket = await in_thread(reconciliation.verify_proposal, deps(), ticket_id, sandbox_summary,
                              ACTOR)

@@ -21,6 +21,7 @@ from prefect.context import TaskRunContext
 from billing_recon.errors import ConcurrentTransition
 from billing_recon.payments.layers import Layer, is_on
 from billing_recon.steps import refund_worker, reply
+from billing_recon.steps.refund_worker import RefundOutcome
 from billing_recon.store import tickets
 from tasks.intake import ACTOR
 from tasks.locks import LeaseLockManager
@@ -54,19 +55,19 @@ async def start_refund_attempt(ticket_key: str, attempt: str) -> str:
 @task(name="execute_refund", cache_policy=REFUND_POLICY, persist_result=True,
       result_serializer="json")
 async def execute_refund_once(ticket_id: int, ticket_key: str,
-                              recovering: bool) -> list[dict[str, Any]]:
+                              recovering: bool) -> list[RefundOutcome]:
     """Verify the approval token and refund each payment, once per ticket key."""
     return await in_thread(refund_worker.execute_refund, deps(), ticket_id, WORKER,
                            recovering=recovering)
 
 
 @task(name="execute_refund_uncached", **STEP)
-async def execute_refund_uncached(ticket_id: int, ticket_key: str) -> list[dict[str, Any]]:
+async def execute_refund_uncached(ticket_id: int, ticket_key: str) -> list[RefundOutcome]:
     """The refund step with the Prefect layer switched off (tests of the other layers)."""
     return await in_thread(refund_worker.execute_refund, deps(), ticket_id, WORKER)
 
 
-async def execute_refund(ticket_id: int, ticket_key: str) -> list[dict[str, Any]]:
+async def execute_refund(ticket_id: int, ticket_key: str) -> list[RefundOutcome]:
     """Refund each payment of an approved ticket exactly once (the flow's refund step)."""
     if not is_on(Layer.CACHE):
         return await execute_refund_uncached(ticket_id, ticket_key)
@@ -76,7 +77,7 @@ async def execute_refund(ticket_id: int, ticket_key: str) -> list[dict[str, Any]
 
 
 @task(name="record_refunds", **STEP)
-async def record_refunds(ticket_id: int, results: list[dict[str, Any]]) -> str:
+async def record_refunds(ticket_id: int, results: list[RefundOutcome]) -> str:
     """Ledger rows and APPROVED -> REFUNDED in one transaction."""
     return (await in_thread(refund_worker.record_refunds, deps(), ticket_id, results,
                             ACTOR)).state

@@ -18,7 +18,11 @@ BillingReconError
 │   └── ModelOutputInvalid   an answer that does not fit the schema (refusal, cut off, bad JSON)
 ├── BudgetExceeded          a ticket's model budget would be exceeded; the call was not made
 ├── GlobalBreakerOpen       too many escalations or tokens lately; new model work waits
-└── GatewayError            the payment gateway refused or failed a call
+└── GatewayError            the payment gateway refused or failed a call (mapped once, at the
+    │                        adapter: payments/refunds.py)
+    ├── GatewayUnavailable   no answer, or a 5xx: transient, the same key may be replayed
+    ├── GatewayBusy          409: the same idempotency key is still in flight
+    └── GatewayRejected      any other 4xx, with its code: nothing was refunded
 """
 
 from __future__ import annotations
@@ -144,3 +148,24 @@ class GatewayError(BillingReconError):
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         self.code, self.status = code, status
         super().__init__(message)
+
+    @staticmethod
+    def of(message: str, *, code: str | None, status: int | None) -> GatewayError:
+        """The narrow type for an answer: unavailable, busy or rejected."""
+        if status is None or status >= 500:
+            return GatewayUnavailable(message, code=code, status=status)
+        if status == 409:
+            return GatewayBusy(message, code=code, status=status)
+        return GatewayRejected(message, code=code, status=status)
+
+
+class GatewayUnavailable(GatewayError):
+    """No answer (network, timeout) or a server error: transient; replaying the key is safe."""
+
+
+class GatewayBusy(GatewayError):
+    """409: a request with the same idempotency key is still in flight."""
+
+
+class GatewayRejected(GatewayError):
+    """A 4xx other than 409 (``code`` says why): the gateway created nothing."""

@@ -236,7 +236,7 @@ def test_four_eyes_refuses_the_same_approver_twice_and_a_second_one_completes(
     assert verify_token(gate.deps.settings.signing_key(), done.approval_token,
                         done.ticket_key or "", done.proposal_hash or "", ["carol", "dan"])
     results = refund_worker.execute_refund(gate.deps, ticket.id, "test")
-    assert [r["amount"] for r in results] == ["6.61"] and len(gate.gateway_refunds()) == 1
+    assert [r.amount for r in results] == [Decimal("6.61")] and len(gate.gateway_refunds()) == 1
 
 
 def test_four_eyes_rejection_by_the_second_approver_moves_no_money(gate: Gate) -> None:

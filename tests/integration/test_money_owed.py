@@ -184,7 +184,7 @@ def test_the_worker_refuses_money_in_flight_for_another_ticket(world: World) -> 
     _claims_everything(world, world.get(second), first)
     approved = world.approve(world.get(second))
     lost = refund_worker.execute_refund(world.deps, first.id, "test")  # then it dies
-    assert [r["amount"] for r in lost] == ["3.56"]
+    assert [r.amount for r in lost] == [Decimal("3.56")]
     with pytest.raises(RefundRefused, match="in_flight in"):
         refund_worker.execute_refund(world.deps, approved.id, "test")
     # The first ticket's call, not yet in the ledger, is still counted; its re-run records it.

@@ -41,12 +41,12 @@ def test_rerun_after_a_crash_before_the_ledger_write_records_the_same_refunds(
     exp = world.approved_ticket(2)
     lost = refund_worker.execute_refund(deps, exp.ticket_id, "test")  # then the crash
     again = refund_worker.execute_refund(deps, exp.ticket_id, "test")
-    assert [r["gateway_refund_id"] for r in again] == [r["gateway_refund_id"] for r in lost]
+    assert [r.gateway_refund_id for r in again] == [r.gateway_refund_id for r in lost]
     refund_worker.record_refunds(deps, exp.ticket_id, again, "test")
     with deps.sessions() as s:
         rows = [r for r in ledger.all_refunds(s) if r.ticket_id == exp.ticket_id]
     assert sorted(r.gateway_refund_id or "" for r in rows) == sorted(
-        r["gateway_refund_id"] for r in lost)
+        r.gateway_refund_id for r in lost)
     for charge in exp.refunds:
         assert len(world.gateway_store.list_refunds(charge)) == 1
 

@@ -78,8 +78,9 @@ def test_the_cross_check_still_rejects_a_sandbox_answer_the_trusted_rules_disagr
         deps: Deps, sample: Any) -> None:
     ticket_id = _fetched(deps, sample)
     summary = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
-    forged = {"invoices": {i: {**row, "refundable": "999999.00"}
-                           for i, row in summary["invoices"].items()}}
+    forged = summary.model_copy(update={"invoices": {
+        i: row.model_copy(update={"refundable": "999999.00"})
+        for i, row in summary.invoices.items()}})
     ticket = reconciliation.verify_proposal(deps, ticket_id, forged, ACTOR)
     assert (ticket.state, ticket.reason) == (State.ESCALATED.value, "cross_check_mismatch")
 

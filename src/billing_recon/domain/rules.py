@@ -31,7 +31,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -57,11 +57,13 @@ TABLES: Final[dict[str, tuple[str, ...]]] = {
 }
 REQUIRED_FILES: Final = ("customers", "invoices")
 
-#: Reason codes in sorted order; bit i of a reason mask is REASONS[i].
-REASONS: Final = (
+#: The reason codes of SPEC §4 rule 8, declared once (every other layer uses this type).
+ReasonCode = Literal[
     "credit_not_applied", "duplicate_payment", "post_cancellation", "price_overcharge",
     "tax_error",
-)
+]
+#: Reason codes in sorted order; bit i of a reason mask is REASONS[i].
+REASONS: Final[tuple[str, ...]] = get_args(ReasonCode)
 RESULT_COLUMNS: Final = (
     "invoice_id", "customer_id", "currency", "expected_subtotal", "expected_tax",
     "expected_total", "net_paid", "refundable", "reasons",

@@ -21,7 +21,7 @@ import stripe
 from stripe.params import RefundCreateParams, RefundListParams
 
 from billing_recon.domain.money import from_minor_units, to_minor_units
-from billing_recon.errors import GatewayError
+from billing_recon.errors import GatewayBusy, GatewayError, GatewayUnavailable
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def _to_gateway_refund(refund: stripe.Refund, via_pi: bool) -> GatewayRefund:
     )
     ref = first if first is not None else second
     if ref is None:
-        raise GatewayError(f"refund {refund.id} names no charge or PaymentIntent")
+        raise GatewayUnavailable(f"refund {refund.id} names no charge or PaymentIntent")
     return GatewayRefund(
         gateway_refund_id=refund.id,
         charge_ref=ref if isinstance(ref, str) else ref.id,
@@ -202,7 +202,7 @@ def _metadata(refund: stripe.Refund) -> dict[str, str]:
 
 
 def _in_use(exc: GatewayError) -> bool:
-    return exc.status == 409 and exc.code == "idempotency_key_in_use"
+    return isinstance(exc, GatewayBusy) and exc.code == "idempotency_key_in_use"
 
 
 def _gateway_error(exc: stripe.StripeError) -> GatewayError:
@@ -214,4 +214,4 @@ def _gateway_error(exc: stripe.StripeError) -> GatewayError:
         code = "authentication_error"
     elif code is None and exc.error is not None:
         code = exc.error.type
-    return GatewayError(exc.user_message or str(exc), code=code, status=exc.http_status)
+    return GatewayError.of(exc.user_message or str(exc), code=code, status=exc.http_status)

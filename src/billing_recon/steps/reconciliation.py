@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ from billing_recon.agents.analysis import Failure, author_script
 from billing_recon.domain import rules
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
+from billing_recon.domain.summary import SandboxSummary
 from billing_recon.errors import AnalysisExhausted, AnalysisFailed, ModelOutputInvalid
 from billing_recon.llm.port import Usage
 from billing_recon.steps import model_trace, money_owed, scope_reads
@@ -26,9 +26,6 @@ from billing_recon.store.models import Ticket
 from billing_recon.store.types import utcnow
 
 ATTEMPT = "analysis_attempt"
-REASON_CODES = {"duplicate_payment", "price_overcharge", "post_cancellation", "tax_error",
-                "credit_not_applied"}
-_MONEY = re.compile(r"^\d+\.\d{2}$")
 MAX_LOGGED_OUTPUT = 4000
 
 
@@ -44,22 +41,6 @@ def previous_attempts(deps: Deps, ticket_id: int) -> list[dict[str, Any]]:
     return [e.payload for e in tickets.events(deps.sessions, ticket_id, kind=ATTEMPT)]
 
 
-def validate_summary(summary: Any, invoice_ids: list[str]) -> dict[str, Any]:
-    """Check the script's JSON has the expected shape and exactly the in-scope invoices."""
-    if not isinstance(summary, dict) or not isinstance(summary.get("invoices"), dict):
-        raise ValueError('output must be a JSON object with an "invoices" object')
-    invoices: dict[str, Any] = summary["invoices"]
-    if sorted(invoices) != sorted(invoice_ids):
-        raise ValueError(f"output covers {sorted(invoices)}, expected {sorted(invoice_ids)}")
-    for invoice_id, row in invoices.items():
-        if not isinstance(row, dict) or not _MONEY.match(str(row.get("refundable", ""))):
-            raise ValueError(f"{invoice_id}: refundable must be a two-place decimal string")
-        reasons = row.get("reasons")
-        if not isinstance(reasons, list) or not set(reasons) <= REASON_CODES:
-            raise ValueError(f"{invoice_id}: reasons must be a list of known reason codes")
-    return summary
-
-
 def _error_text(result: Any) -> str | None:
     if result.timed_out:
         return f"timed out after {result.duration_s:.1f}s"
@@ -70,7 +51,7 @@ def _error_text(result: Any) -> str | None:
     return None
 
 
-def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[dict[str, Any] | None, str | None,
+def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[SandboxSummary | None, str | None,
                                                              dict[str, Any]]:
     tables = scope_data(deps, ticket)
     result = deps.sandbox.run(script, billing.to_csv_files(tables))
@@ -81,7 +62,7 @@ def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[dict[str, Any] | None
         return None, error, info
     scope = ticket.scope or {}
     try:
-        summary = validate_summary(result.parse_json_stdout(), scope["invoice_ids"])
+        summary = SandboxSummary.parse(result.parse_json_stdout(), scope["invoice_ids"])
     except ValueError as exc:
         return None, f"invalid output: {exc}", info
     # The rows the sandbox got as CSV bytes: verify_proposal runs the trusted rules on them.
@@ -100,7 +81,7 @@ def _author(deps: Deps, ticket_id: int, actor: str, failures: list[Failure]
     return authored.script, None, authored.usage
 
 
-def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> dict[str, Any]:
+def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> SandboxSummary:
     """One attempt: the model writes (or repairs) a script, the sandbox runs it.
 
     A failure is logged with the script and the error, then raised as AnalysisFailed so the
@@ -119,7 +100,7 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> dict[str, Any]:
     script, error, usage = _author(deps, ticket_id, actor, failures)
     sha = hashlib.sha256(script.encode()).hexdigest()
     looping = error is None and any(a["script_sha"] == sha for a in before if not a["ok"])
-    summary: dict[str, Any] | None = None
+    summary: SandboxSummary | None = None
     info: dict[str, Any] = {}
     if looping:
         error = "the same script failed before (loop detected)"
@@ -139,15 +120,18 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> dict[str, Any]:
     return summary
 
 
-def _mismatches(sandbox: dict[str, Any], trusted: dict[str, Any]) -> list[str]:
+def _mismatches(sandbox: SandboxSummary, trusted: dict[str, Any]) -> list[str]:
     out = []
     for invoice_id, row in sorted(trusted["invoices"].items()):
-        got = sandbox["invoices"].get(invoice_id, {})
-        for field in ("currency", "refundable"):
-            if str(got.get(field)) != str(row[field]):
-                out.append(f"{invoice_id}.{field}: sandbox {got.get(field)} != {row[field]}")
-        if sorted(got.get("reasons", [])) != sorted(row["reasons"]):
-            out.append(f"{invoice_id}.reasons: sandbox {got.get('reasons')} != {row['reasons']}")
+        got = sandbox.invoices.get(invoice_id)
+        found = {"currency": got.currency if got else None,
+                 "refundable": got.refundable if got else None}
+        for field, value in found.items():
+            if str(value) != str(row[field]):
+                out.append(f"{invoice_id}.{field}: sandbox {value} != {row[field]}")
+        reasons = got.reasons if got else []
+        if sorted(reasons) != sorted(row["reasons"]):
+            out.append(f"{invoice_id}.reasons: sandbox {reasons} != {row['reasons']}")
     return out
 
 
@@ -164,7 +148,7 @@ def trip_circuit_breaker(deps: Deps, ticket_id: int, actor: str, error: str) -> 
                     {"error": error, **model_trace.trace(deps, ticket_id)})
 
 
-def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: dict[str, Any],
+def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: SandboxSummary,
                     actor: str) -> Ticket:
     """The trusted rules must agree with the sandbox; then propose, or close with no refund.
 
@@ -179,8 +163,8 @@ def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: dict[str, Any],
     mismatches = _mismatches(sandbox_summary, trusted)
     if mismatches:
         return escalate(deps, ticket_id, Reason.CROSS_CHECK_MISMATCH, actor,
-                        {"mismatches": mismatches, "sandbox": sandbox_summary,
-                         "trusted": trusted})
+                        {"mismatches": mismatches,
+                         "sandbox": sandbox_summary.model_dump(mode="json"), "trusted": trusted})
     claimed = (ticket.triage or {}).get("claimed_amounts", [])
     try:
         return _propose(deps, ticket_id, trusted, tables, claimed, actor)

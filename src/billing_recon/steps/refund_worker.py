@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -28,10 +28,10 @@ from billing_recon.domain.approval import verify_token
 from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import PaymentRefund, Proposal
 from billing_recon.domain.ticket_key import refund_idempotency_key
-from billing_recon.errors import ConcurrentTransition, GatewayError, InvalidApprovalToken
+from billing_recon.errors import ConcurrentTransition, GatewayRejected, InvalidApprovalToken
 from billing_recon.payments.kill_points import kill_point
 from billing_recon.payments.layers import Layer, is_on
-from billing_recon.payments.refunds import GatewayRefund, RefundClient, RefundRequest
+from billing_recon.payments.refunds import RefundClient, RefundRequest
 from billing_recon.steps import approval_gate, money_owed
 from billing_recon.steps.approver_identity import codes_required
 from billing_recon.steps.deps import Deps
@@ -73,17 +73,39 @@ def _engine(deps: Deps) -> Engine:
     return engine
 
 
-def _recorded(deps: Deps, key: str) -> dict[str, Any] | None:
+class Answer(BaseModel):
+    """The gateway's refund for one call, and when we learnt of it."""
+
+    model_config = ConfigDict(frozen=True)
+    gateway_refund_id: str
+    refunded_at: datetime
+
+    @classmethod
+    def now(cls, gateway_refund_id: str) -> Answer:
+        """An answer received (or found) just now."""
+        return cls(gateway_refund_id=gateway_refund_id, refunded_at=utcnow())
+
+
+class RefundOutcome(Answer):
+    """What one gateway call refunded: the ledger row written with the move to REFUNDED."""
+
+    payment_id: str
+    amount: Decimal
+    currency: str
+    idempotency_key: str
+
+
+def _recorded(deps: Deps, key: str) -> Answer | None:
     with deps.sessions() as session:
         row = ledger.find(session, key)
     if row is None:
         return None
-    return {"gateway_refund_id": row.gateway_refund_id or row.refund_id,
-            "refunded_at": row.refunded_at.isoformat()}
+    return Answer(gateway_refund_id=row.gateway_refund_id or row.refund_id,
+                  refunded_at=row.refunded_at)
 
 
 def execute_refund(deps: Deps, ticket_id: int, actor: str, *,
-                   recovering: bool = False) -> list[dict[str, Any]]:
+                   recovering: bool = False) -> list[RefundOutcome]:
     """One gateway refund per (ticket, payment), each under its idempotency key.
 
     ``recovering``: an earlier attempt of this step may have reached the gateway and died, so
@@ -121,6 +143,13 @@ class Call:
     pay: PaymentRefund
     expected_total: Decimal
 
+    def outcome(self, key: str, answer: Answer) -> RefundOutcome:
+        """The refund this call made (or found) on the payment."""
+        return RefundOutcome(payment_id=self.pay.payment_id, amount=self.pay.amount,
+                             currency=self.currency, idempotency_key=key,
+                             gateway_refund_id=answer.gateway_refund_id,
+                             refunded_at=answer.refunded_at)
+
     def guard(self, conn: Connection) -> None:
         """The invariant of money owed, checked under the customer's lock in ``conn``'s
         transaction, immediately before the call is claimed."""
@@ -130,60 +159,64 @@ class Call:
 
 
 def _refund_payment(deps: Deps, client: RefundClient, call: Call,
-                    recovering: bool) -> dict[str, Any]:
-    ticket, currency, pay = call.ticket, call.currency, call.pay
+                    recovering: bool) -> RefundOutcome:
+    ticket, pay = call.ticket, call.pay
     key = refund_idempotency_key(ticket.ticket_key or "", pay.payment_id)
-    base = {"payment_id": pay.payment_id, "amount": str(pay.amount), "currency": currency,
-            "idempotency_key": key}
     kill_point("refund.before_payment")
     if not is_on(Layer.LEDGER):
         with _engine(deps).begin() as conn:  # no write-ahead claim: the check alone
             call.guard(conn)
-        return {**base, **_lookup_or_call(deps, client, ticket, currency, pay, key, recovering)}
+        return call.outcome(key, _lookup_or_call(deps, client, call, key, recovering))
     holder = secrets.token_hex(8)
-    done = _claim(deps, call, key, holder)
-    if isinstance(done, dict):
-        return {**base, **done}
+    claimed = _claim(deps, call, key, holder)
+    if claimed.answer is not None:
+        return call.outcome(key, claimed.answer)
     try:
-        result = _lookup_or_call(deps, client, ticket, currency, pay, key, recovering or done)
-    except GatewayError as exc:
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 409:
-            ledger.release_call(_engine(deps), key, holder)  # a 4xx created nothing
+        answer = _lookup_or_call(deps, client, call, key, recovering or claimed.look_up_first)
+    except GatewayRejected:
+        ledger.release_call(_engine(deps), key, holder)  # a 4xx created nothing
         raise
-    ledger.finish_call(_engine(deps), key, result["gateway_refund_id"])
+    ledger.finish_call(_engine(deps), key, answer.gateway_refund_id)
     kill_point("refund.after_ledger_call")
-    return {**base, **result}
+    return call.outcome(key, answer)
 
 
-def _claim(deps: Deps, call: Call, key: str, holder: str) -> dict[str, Any] | bool:
-    """The recorded refund (a dict), or whether the call is ours to make after a lookup."""
+@dataclass(frozen=True)
+class Claimed:
+    """What claiming a call found: the refund already answered, or the call is ours to make
+    (after looking it up at the gateway when a dead worker's claim was taken over)."""
+
+    answer: Answer | None = None
+    look_up_first: bool = False
+
+
+def _claim(deps: Deps, call: Call, key: str, holder: str) -> Claimed:
     lease = lease_seconds()
     while True:
         recorded = _recorded(deps, key)
         if recorded is not None:
-            return recorded
+            return Claimed(recorded)
         claim = ledger.claim_call(_engine(deps), key, ticket_id=call.ticket.id,
                                   payment_id=call.pay.payment_id, holder=holder, lease_s=lease,
                                   guard=call.guard)
         if claim.status == "done" and claim.gateway_refund_id is not None:
-            return {"gateway_refund_id": claim.gateway_refund_id,
-                    "refunded_at": utcnow().isoformat()}
+            return Claimed(Answer.now(claim.gateway_refund_id))
         if claim.status in ("new", "stale"):
-            return claim.status == "stale"
+            return Claimed(look_up_first=claim.status == "stale")
         time.sleep(BUSY_POLL_S)  # a live worker is calling: wait for its answer or its lease
 
 
-def _lookup_or_call(deps: Deps, client: RefundClient, ticket: Ticket, currency: str,
-                    pay: PaymentRefund, key: str, lookup: bool) -> dict[str, Any]:
+def _lookup_or_call(deps: Deps, client: RefundClient, call: Call, key: str,
+                    lookup: bool) -> Answer:
+    ticket, pay = call.ticket, call.pay
     if lookup:
         found = client.find_refund(pay.charge_ref or "", _metadata(ticket, pay.payment_id))
         if found is not None:
             tickets.note(deps.sessions, ticket.id, "gateway_refund_found", "refund_worker",
                          {"payment_id": pay.payment_id,
                           "gateway_refund_id": found.gateway_refund_id})
-            return _answer(found)
-    return _call(deps, client, ticket, pay.charge_ref or "", pay.amount, currency, key,
-                 pay.payment_id)
+            return Answer.now(found.gateway_refund_id)
+    return _call(deps, client, call, key)
 
 
 def _metadata(ticket: Ticket, payment_id: str) -> dict[str, str]:
@@ -191,28 +224,25 @@ def _metadata(ticket: Ticket, payment_id: str) -> dict[str, str]:
             "payment_id": payment_id}
 
 
-def _answer(refund: GatewayRefund) -> dict[str, Any]:
-    return {"gateway_refund_id": refund.gateway_refund_id, "refunded_at": utcnow().isoformat()}
-
-
-def _call(deps: Deps, client: RefundClient, ticket: Ticket, charge_ref: str, amount: Decimal,
-          currency: str, key: str, payment_id: str) -> dict[str, Any]:
+def _call(deps: Deps, client: RefundClient, call: Call, key: str) -> Answer:
+    ticket, pay = call.ticket, call.pay
     idempotent = is_on(Layer.GATEWAY_IDEMPOTENCY)
     # Without the gateway layer each attempt is a new request to the gateway: a random key,
     # and no blind retry that could repeat a refund the gateway already made.
     sent_key = key if idempotent else f"{key}:{secrets.token_hex(8)}"
-    request = RefundRequest(charge_ref=charge_ref, amount=amount, currency=currency,
-                            idempotency_key=sent_key, metadata=_metadata(ticket, payment_id))
+    request = RefundRequest(charge_ref=pay.charge_ref or "", amount=pay.amount,
+                            currency=call.currency, idempotency_key=sent_key,
+                            metadata=_metadata(ticket, pay.payment_id))
     kill_point("refund.before_call")
     result = client.refund(request, retry=idempotent)
     kill_point("refund.after_call")
     tickets.note(deps.sessions, ticket.id, "gateway_refund", "refund_worker",
-                 {"payment_id": payment_id, "idempotency_key": key,
+                 {"payment_id": pay.payment_id, "idempotency_key": key,
                   "gateway_refund_id": result.gateway_refund_id, "amount": str(result.amount)})
-    return _answer(result)
+    return Answer.now(result.gateway_refund_id)
 
 
-def record_refunds(deps: Deps, ticket_id: int, results: list[dict[str, Any]],
+def record_refunds(deps: Deps, ticket_id: int, results: list[RefundOutcome],
                    actor: str) -> Ticket:
     """Ledger rows and APPROVED -> REFUNDED in one transaction (idempotent per key)."""
     kill_point("refund.before_record")
@@ -224,15 +254,14 @@ def record_refunds(deps: Deps, ticket_id: int, results: list[dict[str, Any]],
         # Under the customer's lock: what other tickets hold moves to the ledger atomically.
         commitments.lock_customer(session, locked.customer_id or "")
         for r in results:
-            ledger.record(session, idempotency_key=r["idempotency_key"],
-                          payment_id=r["payment_id"], amount=Decimal(r["amount"]),
-                          currency=r["currency"], ticket_id=ticket_id,
-                          gateway_refund_id=r["gateway_refund_id"],
-                          at=datetime.fromisoformat(r["refunded_at"]))
+            ledger.record(session, idempotency_key=r.idempotency_key, payment_id=r.payment_id,
+                          amount=r.amount, currency=r.currency, ticket_id=ticket_id,
+                          gateway_refund_id=r.gateway_refund_id, at=r.refunded_at)
 
     try:
         done = tickets.transition(deps.sessions, ticket_id, State.REFUNDED, actor=actor,
-                                  payload={"refunds": results}, within=write,
+                                  payload={"refunds": [r.model_dump(mode="json")
+                                                       for r in results]}, within=write,
                                   expect=State.APPROVED)
     except ConcurrentTransition:
         # A concurrent run of the same ticket recorded first; its rows are the same refunds.
