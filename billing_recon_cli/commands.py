@@ -140,7 +140,7 @@ def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None
                                       channel="cli", note=args.note, code=args.code or "")
     outcome = approval_gate.decide(deps, ticket_id, decision, f"cli:{args.by}")
     name, after = tickets.format_ticket_id(ticket_id), outcome.ticket
-    count = presentation.approvals_line(approval_gate.progress(deps, after))
+    count = presentation.approvals_line(approval_gate.approval_count(deps, after))
     done = "by" if outcome.counted else "(already recorded, counted once) by"
     print(f"{name}: {after.state} {done} {args.by}{'; ' + count if count else ''}", flush=True)
     final = _follow_through(before, decision)
@@ -235,7 +235,7 @@ def show_ticket(args: argparse.Namespace) -> int:
 
 
 def _approvals(deps: Deps, ticket: Ticket) -> dict[str, Any]:
-    progress = approval_gate.progress(deps, ticket)
+    progress = approval_gate.approval_count(deps, ticket)
     return {"required": progress.required, "approved_by": list(progress.approved_by),
             "codes_required": progress.codes}
 

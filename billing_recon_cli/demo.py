@@ -18,6 +18,7 @@ from billing_recon.steps.approver_identity import codes_required
 from billing_recon.steps.deps import Deps
 from billing_recon.store import approvers, tickets
 from billing_recon.store.csv_loader import load_directory
+from billing_recon.store.db import shown_url
 from billing_recon.store.models import Ticket
 from billing_recon.store.sample_data import generate
 
@@ -138,7 +139,8 @@ def run_demo(directory: Path, seed: int, wait_s: float) -> int:
 
     sample = generate(directory, seed=seed)
     deps = runtime.build()
-    print(f"Sample data in {directory}/ (seed {seed}); database {deps.settings.database_url}")
+    database = shown_url(deps.settings.database_url)
+    print(f"Sample data in {directory}/ (seed {seed}); database {database}")
     loaded = load_directory(deps.sessions, sample.data_dir)
     print(f"Loaded {loaded.total_inserted} rows ({sum(loaded.already_present.values())} "
           "already present)")

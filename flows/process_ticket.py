@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prefect import flow
@@ -16,7 +17,9 @@ from billing_recon.errors import (
     ModelUnavailable,
     RefundRefused,
 )
+from billing_recon.steps.machine import MAX_STEPS, Step, next_step
 from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
 from tasks.approval import wait_for_decision
 from tasks.budget import escalate_over_budget, hold_for_breaker
 from tasks.events import emit_escalated
@@ -31,8 +34,6 @@ from tasks.reconcile import (
 from tasks.refund import draft_reply, execute_refund, record_refunds
 from tasks.retrieval import fetch_invoices
 from tasks.runtime import deps, in_thread
-
-MAX_STEPS = 50
 
 
 async def _reconcile(ticket_id: int) -> None:
@@ -64,24 +65,26 @@ async def _refund(ticket_id: int, ticket_key: str) -> None:
     await record_refunds(ticket_id, results)
 
 
+# The core's table (steps/machine.py) says which step advances a state; this says which
+# tasks run it. DECIDE waits for a human and is handled in _step.
+STEPS: dict[Step, Callable[[Ticket], Awaitable[object]]] = {
+    Step.TRIAGE: lambda t: triage_email(t.id),
+    Step.FETCH: lambda t: fetch_invoices(t.id),
+    Step.RECONCILE: lambda t: _reconcile(t.id),
+    Step.CONCLUDE: lambda t: advance_analyzed(t.id),
+    Step.REFUND: lambda t: _refund(t.id, t.ticket_key or ""),
+    Step.CLOSE: lambda t: draft_reply(t.id),
+}
+
+
 async def _step(ticket_id: int, wait_s: float) -> bool:
     """Advance one state; False when the ticket must wait for a decision elsewhere."""
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
-    state = State(ticket.state)
-    if state is State.RECEIVED:
-        await triage_email(ticket_id)
-    elif state is State.TRIAGED:
-        await fetch_invoices(ticket_id)
-    elif state is State.DATA_FETCHED:
-        await _reconcile(ticket_id)
-    elif state is State.ANALYZED:
-        await advance_analyzed(ticket_id)
-    elif state is State.APPROVAL_PENDING:
+    todo = next_step(State(ticket.state))
+    if todo is Step.DECIDE:
         return await wait_for_decision(ticket_id, wait_s)
-    elif state is State.APPROVED:
-        await _refund(ticket_id, ticket.ticket_key or "")
-    elif state is State.REFUNDED:
-        await draft_reply(ticket_id)
+    if todo is not None:
+        await STEPS[todo](ticket)
     return True
 
 

@@ -74,7 +74,7 @@ async def _publish(ticket_id: int) -> tuple[str, str]:
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
     name = tickets.format_ticket_id(ticket_id)
     links = await _tables(ticket)
-    progress = await in_thread(approval_gate.progress, deps(), ticket)
+    progress = await in_thread(approval_gate.approval_count, deps(), ticket)
     markdown = presentation.proposal_markdown(
         ticket, f"billing-recon approve {name} --by NAME", progress)
     markdown = f"{markdown}\n\n{_links(links)}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypedDict
 
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import State, TaskRun
 
 from billing_recon.errors import (
@@ -14,9 +15,20 @@ from billing_recon.errors import (
     ModelUnavailable,
 )
 
+
+class TaskConfig(TypedDict, total=False):
+    """The Prefect task options this project sets, typed (``@task(**config)``)."""
+
+    cache_policy: CachePolicy
+    persist_result: bool
+    retries: int
+    retry_delay_seconds: float
+    retry_condition_fn: Callable[[Any, TaskRun, State[Any]], bool]
+
+
 # Steps whose effects are recorded by the ticket FSM never use Prefect's cache: the ticket's
 # committed state is what a re-run resumes from.
-STEP: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+STEP: TaskConfig = {"cache_policy": NO_CACHE, "persist_result": False}
 
 # Failures another attempt cannot fix: retrying would be refused, wasted, or a new spend the
 # orchestrator must decide on (the SDK has already retried an unreachable model).
@@ -28,7 +40,7 @@ def retry_failed_attempt(_task: Any, _run: TaskRun, state: State[Any]) -> bool:
     return not isinstance(state.data, NO_RETRY)
 
 
-# Capped self-correction: 1 attempt + 3 retries, then the flow trips the circuit breaker.
-ANALYSIS_RETRIES = 3
-RECONCILE: dict[str, Any] = {**STEP, "retries": ANALYSIS_RETRIES, "retry_delay_seconds": 0,
-                             "retry_condition_fn": retry_failed_attempt}
+# Capped self-correction: the retries themselves come from the settings when the task runs
+# (settings.analysis_retries, the core's own cap), then the flow trips the circuit breaker.
+RECONCILE: TaskConfig = {**STEP, "retry_delay_seconds": 0,
+                         "retry_condition_fn": retry_failed_attempt}

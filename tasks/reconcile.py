@@ -16,9 +16,15 @@ from tasks.runtime import deps, in_thread
 
 
 @task(name="reconcile", **RECONCILE)
-async def reconcile(ticket_id: int) -> SandboxSummary:
+async def reconcile_attempt(ticket_id: int) -> SandboxSummary:
     """One self-correcting attempt per try; raises AnalysisFailed so Prefect retries it."""
     return await in_thread(reconciliation.analysis_attempt, deps(), ticket_id, ACTOR)
+
+
+async def reconcile(ticket_id: int) -> SandboxSummary:
+    """The attempts, retried up to the settings' cap (the same cap the core enforces)."""
+    retries = deps().settings.analysis_retries
+    return await reconcile_attempt.with_options(retries=retries)(ticket_id)
 
 
 @task(name="verify_proposal", **STEP)

@@ -9,6 +9,8 @@ the flow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from billing_recon.domain.fsm import State, is_terminal
 from billing_recon.errors import (
     AnalysisExhausted,
@@ -18,11 +20,11 @@ from billing_recon.errors import (
 )
 from billing_recon.steps import budget, intake, reconciliation, retrieval
 from billing_recon.steps.deps import Deps
+from billing_recon.steps.machine import AUTOMATIC, MAX_STEPS, Step, next_step
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
 
 ACTOR = "pipeline"
-MAX_STEPS = 50
 
 
 def _reconcile(deps: Deps, ticket_id: int, actor: str) -> None:
@@ -42,27 +44,28 @@ def _reconcile(deps: Deps, ticket_id: int, actor: str) -> None:
     reconciliation.trip_circuit_breaker(deps, ticket_id, actor, error)
 
 
+STEPS: dict[Step, Callable[[Deps, int, str], object]] = {
+    Step.TRIAGE: intake.run_triage,
+    Step.FETCH: retrieval.fetch_invoices,
+    Step.RECONCILE: _reconcile,
+    Step.CONCLUDE: reconciliation.advance_analyzed,
+}
+
+
 def step(deps: Deps, ticket: Ticket, actor: str = ACTOR) -> None:
     """Advance a ticket by one state of the automatic part of the pipeline."""
     state = State(ticket.state)
-    if state is State.RECEIVED:
-        intake.run_triage(deps, ticket.id, actor)
-    elif state is State.TRIAGED:
-        retrieval.fetch_invoices(deps, ticket.id, actor)
-    elif state is State.DATA_FETCHED:
-        _reconcile(deps, ticket.id, actor)
-    elif state is State.ANALYZED:
-        reconciliation.advance_analyzed(deps, ticket.id, actor)
-    else:
+    todo = next_step(state)
+    if todo not in AUTOMATIC:
         raise ValueError(f"{tickets.format_ticket_id(ticket.id)} is {state.value}: "
                          "nothing automatic to do")
+    STEPS[todo](deps, ticket.id, actor)
 
 
 def settled(ticket: Ticket) -> bool:
-    """Whether the ticket has ended or waits for a human decision."""
+    """Whether the ticket has ended or waits for a human decision (or what follows it)."""
     state = State(ticket.state)
-    return is_terminal(state) or state in (State.APPROVAL_PENDING, State.APPROVED,
-                                           State.REFUNDED)
+    return is_terminal(state) or next_step(state) not in AUTOMATIC
 
 
 def advance(deps: Deps, ticket_id: int, actor: str = ACTOR) -> Ticket:

@@ -188,3 +188,11 @@ async def test_closing_and_rejecting_paths(world: Deps, tmp_path: Path, sender: 
     log = [e.to_state for e in tickets.events(world.sessions, tid) if e.kind == "transition"]
     assert log[0] == State.RECEIVED.value and log[-1] == state
     assert gateway_refunds(world) == []
+
+
+def test_the_flow_runs_every_step_of_the_core_table() -> None:
+    """The flow wraps each step of steps/machine.py as tasks; only DECIDE is its own."""
+    from billing_recon.steps.machine import Step
+    from flows.process_ticket import STEPS
+
+    assert set(STEPS) == set(Step) - {Step.DECIDE}

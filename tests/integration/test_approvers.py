@@ -224,11 +224,11 @@ def test_four_eyes_refuses_the_same_approver_twice_and_a_second_one_completes(
     assert gate.decide(ticket, "carol", now_code(carol)).state == "APPROVAL_PENDING"
     assert [e.payload["approvals"] for e in tickets.events(
         gate.deps.sessions, ticket.id, "approval_recorded")] == [1]
-    assert approval_gate.progress(gate.deps, tickets.get(gate.deps.sessions, ticket.id)
+    assert approval_gate.approval_count(gate.deps, tickets.get(gate.deps.sessions, ticket.id)
                                   ).approved_by == ("carol",)
     pending = tickets.get(gate.deps.sessions, ticket.id)
     shown = presentation.proposal_markdown(pending, "billing-recon approve",
-                                           approval_gate.progress(gate.deps, pending))
+                                           approval_gate.approval_count(gate.deps, pending))
     assert "approvals: 1 of 2 (carol)" in shown and "--code CODE" in shown
     _refused(gate, ticket, "'carol' has already approved", "carol", now_code(carol, 1))
     done = gate.decide(ticket, "dan", now_code(dan))

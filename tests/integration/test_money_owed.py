@@ -283,7 +283,7 @@ def test_four_eyes_is_frozen_on_the_proposal_not_read_from_the_deciding_process(
     world.deps = _deps_with(monkeypatch, None)  # a shell without the setting
     after_one = world.approve(ticket, "alice")
     assert after_one.state == "APPROVAL_PENDING"
-    assert approval_gate.progress(world.deps, after_one).required == 2
+    assert approval_gate.approval_count(world.deps, after_one).required == 2
     assert world.approve(after_one, "bob").state == "APPROVED"
 
 

@@ -52,7 +52,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Progress:
+class ApprovalCount:
     """How far a pending proposal is: approvals needed, who approved, whether codes count."""
 
     required: int
@@ -247,9 +247,9 @@ def approvers_of(deps: Deps, ticket_id: int, proposal_hash: str) -> list[str]:
         return _approvers_in(session, ticket_id, proposal_hash)
 
 
-def progress(deps: Deps, ticket: Ticket) -> Progress:
+def approval_count(deps: Deps, ticket: Ticket) -> ApprovalCount:
     """Approvals needed and given on the ticket's current proposal."""
-    return Progress(required=required_approvals(ticket.proposal),
+    return ApprovalCount(required=required_approvals(ticket.proposal),
                     approved_by=tuple(approvers_of(deps, ticket.id, ticket.proposal_hash or "")),
                     codes=codes_required(deps))
 

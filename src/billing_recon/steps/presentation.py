@@ -7,7 +7,7 @@ from typing import Any
 
 from billing_recon.domain.money import fmt
 from billing_recon.domain.proposal import Covered, Proposal
-from billing_recon.steps.approval_gate import Progress
+from billing_recon.steps.approval_gate import ApprovalCount
 from billing_recon.store.models import Ticket
 from billing_recon.store.tickets import format_ticket_id
 
@@ -37,7 +37,7 @@ def covered_markdown(proposal: Proposal) -> list[str]:
             *[f"- {covered_line(c)}" for c in proposal.covered], ""]
 
 
-def approvals_line(progress: Progress) -> str:
+def approvals_line(progress: ApprovalCount) -> str:
     """``approvals: 1 of 2 (alice)`` when two different approvers are needed, else empty."""
     if not progress.four_eyes:
         return ""
@@ -47,7 +47,7 @@ def approvals_line(progress: Progress) -> str:
     return f"approvals: {len(progress.approved_by)} of {progress.required}{who}{more}"
 
 
-def _how_to_decide(cli: str, progress: Progress | None) -> list[str]:
+def _how_to_decide(cli: str, progress: ApprovalCount | None) -> list[str]:
     lines = [f"**Four-eyes** {approvals_line(progress)}", ""] if (
         progress and progress.four_eyes) else []
     if progress and progress.codes:
@@ -56,10 +56,10 @@ def _how_to_decide(cli: str, progress: Progress | None) -> list[str]:
     return [*lines, f"Approve here (switch on, your name) or from a terminal: `{cli}`"]
 
 
-def proposal_markdown(ticket: Ticket, cli: str, progress: Progress | None = None) -> str:
+def proposal_markdown(ticket: Ticket, cli: str, progress: ApprovalCount | None = None) -> str:
     """Markdown summary shown above the approval form in the Prefect UI.
 
-    ``progress`` (approval_gate.progress) adds the four-eyes count and the code field's hint.
+    ``progress`` (approval_gate.approval_count) adds the four-eyes count and the code field's hint.
     """
     proposal = Proposal.model_validate(ticket.proposal)
     name = format_ticket_id(ticket.id)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc, inspect
+from sqlalchemy import Engine, create_engine, event, exc, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_URL = "sqlite:///billing_recon.db"
@@ -22,6 +22,14 @@ POOL_RECYCLE_S = 1800
 def database_url(explicit: str | None = None) -> str:
     """The database URL: explicit, else BILLING_RECON_DATABASE_URL, else a local SQLite file."""
     return explicit or os.environ.get("BILLING_RECON_DATABASE_URL") or DEFAULT_URL
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed or logged: any password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<unparseable database URL>"
 
 
 def make_engine(url: str | None = None) -> Engine:
