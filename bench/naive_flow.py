@@ -14,9 +14,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from billing_recon import pipeline, runtime
 from billing_recon.domain.fsm import State
-from billing_recon.domain.summary import SandboxSummary
 from billing_recon.errors import AnalysisFailed
 from billing_recon.steps import intake, presentation, reconciliation, retrieval
+from billing_recon.steps.reconciliation import Analysis
 from billing_recon.store import tickets
 
 ACTOR = "flow:naive"
@@ -42,13 +42,13 @@ def fetch_invoices(ticket_id: int) -> str:
 
 
 @task(retries=3)
-def analyse(ticket_id: int) -> SandboxSummary:
+def analyse(ticket_id: int) -> Analysis:
     """One analysis attempt per try."""
     return reconciliation.analysis_attempt(runtime.build(), ticket_id, ACTOR)
 
 
 @task
-def verify(ticket_id: int, summary: SandboxSummary) -> str:
+def verify(ticket_id: int, summary: Analysis) -> str:
     """Cross-check and propose."""
     return reconciliation.verify_proposal(runtime.build(), ticket_id, summary, ACTOR).state
 

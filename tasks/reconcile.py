@@ -7,8 +7,8 @@ from typing import Any
 from prefect import task
 
 from billing_recon.domain.fsm import Reason
-from billing_recon.domain.summary import SandboxSummary
 from billing_recon.steps import reconciliation
+from billing_recon.steps.reconciliation import Analysis
 from tasks.budget import publish_model_trace
 from tasks.intake import ACTOR
 from tasks.options import RECONCILE, STEP
@@ -16,22 +16,21 @@ from tasks.runtime import deps, in_thread
 
 
 @task(name="reconcile", **RECONCILE)
-async def reconcile_attempt(ticket_id: int) -> SandboxSummary:
+async def reconcile_attempt(ticket_id: int) -> Analysis:
     """One self-correcting attempt per try; raises AnalysisFailed so Prefect retries it."""
     return await in_thread(reconciliation.analysis_attempt, deps(), ticket_id, ACTOR)
 
 
-async def reconcile(ticket_id: int) -> SandboxSummary:
+async def reconcile(ticket_id: int) -> Analysis:
     """The attempts, retried up to the settings' cap (the same cap the core enforces)."""
     retries = deps().settings.analysis_retries
     return await reconcile_attempt.with_options(retries=retries)(ticket_id)
 
 
 @task(name="verify_proposal", **STEP)
-async def verify_proposal(ticket_id: int, sandbox_summary: SandboxSummary) -> str:
+async def verify_proposal(ticket_id: int, analysis: Analysis) -> str:
     """Cross-check against the trusted rules, then propose or close; returns the new state."""
-    ticket = await in_thread(reconciliation.verify_proposal, deps(), ticket_id, sandbox_summary,
-                             ACTOR)
+    ticket = await in_thread(reconciliation.verify_proposal, deps(), ticket_id, analysis, ACTOR)
     return ticket.state
 
 

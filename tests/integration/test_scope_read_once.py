@@ -4,6 +4,7 @@ read and sent to the sandbox, and the cross-check still judges the sandbox's ans
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, event
 
 from billing_recon import pipeline, runtime
 from billing_recon.domain.fsm import State
-from billing_recon.steps import intake, reconciliation, scope_reads
+from billing_recon.steps import intake, reconciliation
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.csv_loader import load_directory
@@ -77,10 +78,10 @@ def test_analysis_and_verification_of_a_ticket_read_its_scope_once(
 def test_the_cross_check_still_rejects_a_sandbox_answer_the_trusted_rules_disagree_with(
         deps: Deps, sample: Any) -> None:
     ticket_id = _fetched(deps, sample)
-    summary = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
-    forged = summary.model_copy(update={"invoices": {
+    analysis = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
+    forged = replace(analysis, summary=analysis.summary.model_copy(update={"invoices": {
         i: row.model_copy(update={"refundable": "999999.00"})
-        for i, row in summary.invoices.items()}})
+        for i, row in analysis.summary.invoices.items()}}))
     ticket = reconciliation.verify_proposal(deps, ticket_id, forged, ACTOR)
     assert (ticket.state, ticket.reason) == (State.ESCALATED.value, "cross_check_mismatch")
 
@@ -88,9 +89,8 @@ def test_the_cross_check_still_rejects_a_sandbox_answer_the_trusted_rules_disagr
 def test_verification_without_a_kept_read_reads_the_scope_itself(
         deps: Deps, sample: Any) -> None:
     ticket_id = _fetched(deps, sample)
-    summary = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
-    scope_reads.forget()  # as in another process, or after a restart
-    reads = _Reads(deps.sessions.kw["bind"])
-    ticket = reconciliation.verify_proposal(deps, ticket_id, summary, ACTOR)
+    analysis = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
+    reads = _Reads(deps.sessions.kw["bind"])  # as in another process, or after a restart:
+    ticket = reconciliation.verify_proposal(deps, ticket_id, replace(analysis, rows=None), ACTOR)
     assert ticket.state == State.APPROVAL_PENDING.value
     assert reads.count == 1

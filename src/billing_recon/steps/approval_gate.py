@@ -209,10 +209,7 @@ def _record_first(deps: Deps, ticket_id: int, write: Write, actor: str,
         if locked is None or locked.state != State.APPROVAL_PENDING.value:
             raise ConcurrentTransition(tickets.format_ticket_id(ticket_id))
         write(session, locked)
-        # The ticket store's own version bump and event row, in this same transaction.
-        seq = tickets._bump(session, locked, {})
-        session.add(tickets._event(ticket_id, seq, "approval_recorded", None, None, None,
-                                   actor, payload))
+        tickets.note_within(session, locked, "approval_recorded", actor, payload)
     return tickets.get(deps.sessions, ticket_id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,7 +18,7 @@ from billing_recon.domain.proposal import Proposal
 from billing_recon.domain.summary import SandboxSummary
 from billing_recon.errors import AnalysisExhausted, AnalysisFailed, ModelOutputInvalid
 from billing_recon.llm.port import Usage
-from billing_recon.steps import model_trace, money_owed, scope_reads
+from billing_recon.steps import model_trace, money_owed
 from billing_recon.steps.budget import metered
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.reply import reply_for
@@ -51,7 +52,19 @@ def _error_text(result: Any) -> str | None:
     return None
 
 
-def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[SandboxSummary | None, str | None,
+@dataclass(frozen=True)
+class Analysis:
+    """A successful attempt: the sandbox's summary and the scope rows it was sent as CSV.
+
+    ``verify_proposal`` runs the trusted rules on exactly these rows (one read per ticket, and
+    the rules check what the sandbox saw); without them (``rows=None``) it reads the scope.
+    """
+
+    summary: SandboxSummary
+    rows: dict[str, pd.DataFrame] | None = None
+
+
+def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[Analysis | None, str | None,
                                                              dict[str, Any]]:
     tables = scope_data(deps, ticket)
     result = deps.sandbox.run(script, billing.to_csv_files(tables))
@@ -65,9 +78,7 @@ def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[SandboxSummary | None
         summary = SandboxSummary.parse(result.parse_json_stdout(), scope["invoice_ids"])
     except ValueError as exc:
         return None, f"invalid output: {exc}", info
-    # The rows the sandbox got as CSV bytes: verify_proposal runs the trusted rules on them.
-    scope_reads.keep(deps.sessions, ticket.id, ticket.scope, tables)
-    return summary, None, info
+    return Analysis(summary, tables), None, info
 
 
 def _author(deps: Deps, ticket_id: int, actor: str, failures: list[Failure]
@@ -81,7 +92,7 @@ def _author(deps: Deps, ticket_id: int, actor: str, failures: list[Failure]
     return authored.script, None, authored.usage
 
 
-def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> SandboxSummary:
+def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
     """One attempt: the model writes (or repairs) a script, the sandbox runs it.
 
     A failure is logged with the script and the error, then raised as AnalysisFailed so the
@@ -100,7 +111,7 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> SandboxSummary:
     script, error, usage = _author(deps, ticket_id, actor, failures)
     sha = hashlib.sha256(script.encode()).hexdigest()
     looping = error is None and any(a["script_sha"] == sha for a in before if not a["ok"])
-    summary: SandboxSummary | None = None
+    summary: Analysis | None = None
     info: dict[str, Any] = {}
     if looping:
         error = "the same script failed before (loop detected)"
@@ -148,17 +159,15 @@ def trip_circuit_breaker(deps: Deps, ticket_id: int, actor: str, error: str) -> 
                     {"error": error, **model_trace.trace(deps, ticket_id)})
 
 
-def verify_proposal(deps: Deps, ticket_id: int, sandbox_summary: SandboxSummary,
-                    actor: str) -> Ticket:
+def verify_proposal(deps: Deps, ticket_id: int, analysis: Analysis, actor: str) -> Ticket:
     """The trusted rules must agree with the sandbox; then propose, or close with no refund.
 
-    The rules run on rows the orchestrator read itself: those its analysis attempt read and
-    sent to the sandbox as CSV (scope_reads), else read afresh.
+    The rules run on rows the orchestrator read itself: those the analysis attempt read and
+    sent to the sandbox as CSV (``analysis.rows``), else read afresh.
     """
     ticket = tickets.get(deps.sessions, ticket_id)
-    tables = scope_reads.take(deps.sessions, ticket_id, ticket.scope)
-    if tables is None:
-        tables = scope_data(deps, ticket)
+    tables = analysis.rows if analysis.rows is not None else scope_data(deps, ticket)
+    sandbox_summary = analysis.summary
     trusted = rules.summarize(rules.reconcile(tables))
     mismatches = _mismatches(sandbox_summary, trusted)
     if mismatches:

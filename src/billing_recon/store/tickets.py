@@ -159,6 +159,14 @@ def transition(
     return get(sessions, ticket_id)
 
 
+def note_within(session: Session, ticket: Ticket, kind: str, actor: str,
+                payload: dict[str, Any]) -> None:
+    """Append a non-transition event inside the caller's transaction (which holds the ticket's
+    row lock), advancing its version: for a write that must commit with other rows."""
+    seq = _bump(session, ticket, {})
+    session.add(_event(ticket.id, seq, kind, None, None, None, actor, payload))
+
+
 def note(sessions: Sessions, ticket_id: int, kind: str, actor: str,
          payload: dict[str, Any], fields: dict[str, Any] | None = None) -> None:
     """Append a non-transition event (an attempt, a refusal, a model call) to the log."""
