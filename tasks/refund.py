@@ -19,7 +19,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 
 from billing_recon.errors import ConcurrentTransition
-from billing_recon.payments.layers import Layer, is_on
+from billing_recon.payments.layers import Layer
 from billing_recon.steps import refund_worker, reply
 from billing_recon.steps.refund_worker import RefundOutcome
 from billing_recon.store import tickets
@@ -69,7 +69,7 @@ async def execute_refund_uncached(ticket_id: int, ticket_key: str) -> list[Refun
 
 async def execute_refund(ticket_id: int, ticket_key: str) -> list[RefundOutcome]:
     """Refund each payment of an approved ticket exactly once (the flow's refund step)."""
-    if not is_on(Layer.CACHE):
+    if not deps().switches.on(Layer.CACHE):
         return await execute_refund_uncached(ticket_id, ticket_key)
     attempt = secrets.token_hex(8)
     first = await start_refund_attempt(ticket_key, attempt)

@@ -20,6 +20,7 @@ from billing_recon.payments.gateway_store import GatewayStore
 from billing_recon.payments.refunds import RefundClient
 from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.steps.deps import Deps
+from billing_recon.steps.switches import Switches
 from billing_recon.store.db import make_engine, migrate, session_factory
 from billing_recon.store.models import Payment, Refund, Ticket
 
@@ -118,7 +119,7 @@ def build(settings: Settings | None = None) -> Deps:
     deps = Deps(settings=settings, sessions=session_factory(engine),
                 model=registry.build(settings.llm, settings.llm_models),
                 sandbox=make_sandbox(settings.sandbox, settings.sandbox_settings),
-                refund_client=lambda: _client(settings, deps))
+                refund_client=lambda: _client(settings, deps), switches=Switches.from_env())
     with _lock:
         return _cache.setdefault(cache_key, deps)
 

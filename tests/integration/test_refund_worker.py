@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from billing_recon import runtime
-from billing_recon.payments.layers import layers_off
 from billing_recon.steps import refund_worker
 from billing_recon.steps.deps import Deps
+from billing_recon.steps.switches import Switches
 from billing_recon.store import ledger
 from tests.chaos.harness import World
 
@@ -60,7 +60,16 @@ def test_with_no_layer_the_same_rerun_refunds_twice(
     assert len(world.gateway_store.list_refunds(next(iter(exp.refunds)))) == 2
 
 
-def test_unknown_layer_names_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BILLING_RECON_LAYERS_OFF", "cache,ledgr")
+def test_unknown_layer_names_are_refused() -> None:
     with pytest.raises(ValueError, match="ledgr"):
-        layers_off()
+        Switches.from_env({"BILLING_RECON_LAYERS_OFF": "cache,ledgr"})
+
+
+def test_production_deps_switch_nothing_off_whatever_the_environment_says_later(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    deps = _deps(world, monkeypatch, "")
+    monkeypatch.setenv("BILLING_RECON_LAYERS_OFF", "cache,ledger,gateway_idempotency")
+    exp = world.approved_ticket(1)
+    refund_worker.execute_refund(deps, exp.ticket_id, "test")  # read once, at build: all on
+    refund_worker.execute_refund(deps, exp.ticket_id, "test")
+    assert len(world.gateway_store.list_refunds(next(iter(exp.refunds)))) == 1

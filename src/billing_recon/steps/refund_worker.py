@@ -29,8 +29,7 @@ from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import PaymentRefund, Proposal
 from billing_recon.domain.ticket_key import refund_idempotency_key
 from billing_recon.errors import ConcurrentTransition, GatewayRejected, InvalidApprovalToken
-from billing_recon.payments.kill_points import kill_point
-from billing_recon.payments.layers import Layer, is_on
+from billing_recon.payments.layers import Layer
 from billing_recon.payments.refunds import RefundClient, RefundRequest
 from billing_recon.steps import approval_gate, money_owed
 from billing_recon.steps.approver_identity import codes_required
@@ -162,8 +161,8 @@ def _refund_payment(deps: Deps, client: RefundClient, call: Call,
                     recovering: bool) -> RefundOutcome:
     ticket, pay = call.ticket, call.pay
     key = refund_idempotency_key(ticket.ticket_key or "", pay.payment_id)
-    kill_point("refund.before_payment")
-    if not is_on(Layer.LEDGER):
+    deps.switches.crash_point("refund.before_payment")
+    if not deps.switches.on(Layer.LEDGER):
         with _engine(deps).begin() as conn:  # no write-ahead claim: the check alone
             call.guard(conn)
         return call.outcome(key, _lookup_or_call(deps, client, call, key, recovering))
@@ -177,7 +176,7 @@ def _refund_payment(deps: Deps, client: RefundClient, call: Call,
         ledger.release_call(_engine(deps), key, holder)  # a 4xx created nothing
         raise
     ledger.finish_call(_engine(deps), key, answer.gateway_refund_id)
-    kill_point("refund.after_ledger_call")
+    deps.switches.crash_point("refund.after_ledger_call")
     return call.outcome(key, answer)
 
 
@@ -226,16 +225,16 @@ def _metadata(ticket: Ticket, payment_id: str) -> dict[str, str]:
 
 def _call(deps: Deps, client: RefundClient, call: Call, key: str) -> Answer:
     ticket, pay = call.ticket, call.pay
-    idempotent = is_on(Layer.GATEWAY_IDEMPOTENCY)
+    idempotent = deps.switches.on(Layer.GATEWAY_IDEMPOTENCY)
     # Without the gateway layer each attempt is a new request to the gateway: a random key,
     # and no blind retry that could repeat a refund the gateway already made.
     sent_key = key if idempotent else f"{key}:{secrets.token_hex(8)}"
     request = RefundRequest(charge_ref=pay.charge_ref or "", amount=pay.amount,
                             currency=call.currency, idempotency_key=sent_key,
                             metadata=_metadata(ticket, pay.payment_id))
-    kill_point("refund.before_call")
+    deps.switches.crash_point("refund.before_call")
     result = client.refund(request, retry=idempotent)
-    kill_point("refund.after_call")
+    deps.switches.crash_point("refund.after_call")
     tickets.note(deps.sessions, ticket.id, "gateway_refund", "refund_worker",
                  {"payment_id": pay.payment_id, "idempotency_key": key,
                   "gateway_refund_id": result.gateway_refund_id, "amount": str(result.amount)})
@@ -245,7 +244,7 @@ def _call(deps: Deps, client: RefundClient, call: Call, key: str) -> Answer:
 def record_refunds(deps: Deps, ticket_id: int, results: list[RefundOutcome],
                    actor: str) -> Ticket:
     """Ledger rows and APPROVED -> REFUNDED in one transaction (idempotent per key)."""
-    kill_point("refund.before_record")
+    deps.switches.crash_point("refund.before_record")
     ticket = tickets.get(deps.sessions, ticket_id)
     if ticket.state != State.APPROVED.value:
         return ticket
@@ -269,5 +268,5 @@ def record_refunds(deps: Deps, ticket_id: int, results: list[RefundOutcome],
         if current.state not in _PAST_APPROVED:
             raise
         return current
-    kill_point("refund.after_record")
+    deps.switches.crash_point("refund.after_record")
     return done
