@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from billing_recon.sandbox import LocalSandbox, SandboxLimits, SandboxResult
+from billing_recon.sandbox import SandboxLimits, SandboxResult, SubprocessSandbox
 
 DEBUG_ID = "debug_sandbox_id"
 
@@ -48,7 +48,7 @@ class FakeE2B:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running = 0
-        self._local = LocalSandbox(limits=SandboxLimits(wall_timeout_s=wall_timeout_s))
+        self._local = SubprocessSandbox(limits=SandboxLimits(wall_timeout_s=wall_timeout_s))
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

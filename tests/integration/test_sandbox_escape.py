@@ -21,10 +21,10 @@ from types import FrameType
 import pytest
 
 from billing_recon.sandbox import (
-    LocalSandbox,
     Sandbox,
     SandboxLimits,
     SandboxSettings,
+    SubprocessSandbox,
     make_sandbox,
 )
 from billing_recon.sandbox.port import MIB
@@ -40,7 +40,7 @@ def mode(request: pytest.FixtureRequest) -> Iterator[tuple[str, Sandbox]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SECRET_NAME, SECRET_VALUE)
         box = (make_sandbox("bwrap", SandboxSettings()) if request.param == "strong"
-               else LocalSandbox())
+               else SubprocessSandbox())
         yield request.param, box
         box.close()
 
@@ -60,7 +60,7 @@ def read_secret_from_environment(box: Sandbox, _tmp: Path) -> str | None:
 def read_parent_proc_environ(box: Sandbox, _tmp: Path) -> str | None:
     # /proc/PID/environ shows a process's environment as it started, so the host here is a
     # fresh interpreter that has the secret from birth and runs the attack in the same mode.
-    backend = "subprocess" if isinstance(box, LocalSandbox) else "bwrap"
+    backend = "subprocess" if isinstance(box, SubprocessSandbox) else "bwrap"
     attack = ("import os\nfor pid in (HOST, os.getppid()):\n"
               "    try:\n        print(open(f'/proc/{pid}/environ', 'rb').read())\n"
               "    except OSError as exc:\n        print('denied', exc)\n")

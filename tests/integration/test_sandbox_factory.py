@@ -13,9 +13,9 @@ from billing_recon.config import Settings
 from billing_recon.errors import SandboxUnavailable, UserInputError
 from billing_recon.sandbox import (
     Jail,
-    LocalSandbox,
     SandboxLimits,
     SandboxSettings,
+    SubprocessSandbox,
     WarmPool,
     make_sandbox,
 )
@@ -56,7 +56,7 @@ def test_blocked_namespaces_fall_back_loudly_and_results_say_so(
     with caplog.at_level(logging.WARNING, logger="billing_recon.sandbox.factory"):
         box = make_sandbox("local", SandboxSettings(bwrap=blocked_bwrap))
 
-    assert isinstance(box, LocalSandbox)
+    assert isinstance(box, SubprocessSandbox)
     assert "SANDBOX ISOLATION DOWNGRADED" in caplog.text and NO_USERNS in caplog.text
     assert box.run("pass", {}).isolation == "rlimit-subprocess"
 

@@ -1,226 +1,365 @@
-"""The weak rlimit-subprocess backend (LocalSandbox), seen from the host, and the port's models.
-
-The contract every backend meets is in test_sandbox_contract.py; these tests look at host
-processes and directories directly, which only this backend leaves on the host.
-"""
+"""The warm bubblewrap pool: warm workers, isolation between jobs, limits, threads, clean-up."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import tracemalloc
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from billing_recon.errors import SandboxUnavailable
-from billing_recon.sandbox import LocalSandbox, SandboxLimits, SandboxResult, make_sandbox
-from billing_recon.sandbox.port import MIB
-from tests.integration.sandbox_support import alive, dies_soon, first_int
+from billing_recon.sandbox import Jail, SandboxLimits, SandboxResult, WarmPool
+from tests.integration.sandbox_support import any_alive, descendants, processes_with_arg
+
+
+@pytest.fixture(scope="module")
+def jail() -> Jail:
+    """The jail production builds for this interpreter."""
+    return Jail.for_this_python()
 
 
 @pytest.fixture
-def runs_dir(tmp_path: Path) -> Path:
-    """Where the local sandbox makes its per-run directories, so a test can inspect them."""
-    path = tmp_path / "runs"
-    path.mkdir()
-    return path
+def pool(jail: Jail, tmp_path: Path) -> Iterator[WarmPool]:
+    """A one-worker pool, so consecutive jobs share a worker; its files under tmp_path."""
+    box = WarmPool(jail, workers=1, tmp_root=tmp_path)
+    yield box
+    box.close()
 
 
-@pytest.fixture
-def local(runs_dir: Path) -> LocalSandbox:
-    """The local backend with its run directories under `runs_dir`."""
-    return LocalSandbox(tmp_root=runs_dir)
+def jails(tmp_path: Path) -> list[int]:
+    """Host pids of the pool's jails: their command lines name the pool's directory."""
+    return processes_with_arg(str(tmp_path))
 
 
-# --- local backend only: host processes and directories ------------------------------------
+def test_pandas_is_already_imported_when_a_job_starts(pool: WarmPool) -> None:
+    result = pool.run("import sys\nprint('pandas' in sys.modules, 'numpy' in sys.modules)\n", {})
+
+    assert result.stdout == "True True\n"
 
 
-def test_timeout_kills_the_whole_process_group(local: LocalSandbox) -> None:
-    code = (
-        "import subprocess\n"
-        "child = subprocess.Popen(['sleep', '300'])\n"
-        "print(child.pid, flush=True)\n"
-        "while True:\n    pass\n"
-    )
-    result = local.run(code, {}, limits=SandboxLimits(wall_timeout_s=1))
-    pid = first_int(result)
-    try:
-        assert result.timed_out
-        assert dies_soon(pid, "sleep"), "the script's child survived the timeout"
-    finally:
-        if alive(pid, "sleep"):
-            os.kill(pid, signal.SIGKILL)
+def test_jobs_share_no_files_variables_or_modules(pool: WarmPool, tmp_path: Path) -> None:
+    first = textwrap.dedent("""
+        import builtins, json, os
+        for path in ('/tmp/leak', '/dev/shm/leak', 'leak', '../leak', '/tmp/dir/leak',
+                     '/leak', '/dev/leak', '/usr/leak'):
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                open(path, 'w').write('from job one')
+            except OSError:
+                pass  # read-only: nothing can be left there
+        os.environ['LEAK'] = '1'
+        json.LEAK = builtins.LEAK = 1
+        import colorsys
+        """)
+    second = textwrap.dedent("""
+        import builtins, json, os, sys
+        paths = ('/tmp/leak', '/dev/shm/leak', 'leak', '../leak', '/tmp/dir', '/leak',
+                 '/dev/leak', '/usr/leak')
+        print(json.dumps({'files': [p for p in paths if os.path.exists(p)],
+                          'env': 'LEAK' in os.environ, 'module': hasattr(json, 'LEAK'),
+                          'builtin': hasattr(builtins, 'LEAK'),
+                          'import': 'colorsys' in sys.modules}))
+        """)
+    assert pool.run(first, {}).ok
+    before = jails(tmp_path)
+
+    seen = pool.run(second, {}).parse_json_stdout()
+
+    assert seen == {"files": [], "env": False, "module": False, "builtin": False, "import": False}
+    assert jails(tmp_path) == before  # the same warm worker served both jobs
 
 
-def test_children_left_running_are_killed_when_the_script_ends(local: LocalSandbox) -> None:
-    code = "import subprocess\nprint(subprocess.Popen(['sleep', '300']).pid, flush=True)\n"
-    result = local.run(code, {})
-    pid = first_int(result)
-    try:
-        assert result.ok, result.error
-        assert result.duration_s < 5.0
-        assert dies_soon(pid, "sleep"), "a background child outlived the run"
-    finally:
-        if alive(pid, "sleep"):
-            os.kill(pid, signal.SIGKILL)
+def test_job_can_neither_kill_nor_inspect_its_warm_parent(pool: WarmPool, tmp_path: Path) -> None:
+    attack = textwrap.dedent("""
+        import os, signal
+        for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            os.kill(os.getppid(), sig)
+        for path in ('/proc/1/mem', '/proc/1/environ', '/proc/1/fd/3'):
+            try:
+                open(path, 'rb').read(1)
+                print('read', path)
+            except OSError:
+                print('denied', path)
+        """)
+    assert pool.run("pass", {}).ok
+    before = jails(tmp_path)
 
-
-@pytest.mark.parametrize(
-    ("code", "wall"),
-    [
-        ("import os\nprint(os.getcwd())\n", 30.0),
-        ("import os\nprint(os.getcwd(), flush=True)\n1 / 0\n", 30.0),
-        ("import os\nprint(os.getcwd(), flush=True)\nwhile True:\n    pass\n", 1.0),
-    ],
-    ids=["success", "exception", "timeout"],
-)
-def test_run_directory_is_removed_afterwards(
-    local: LocalSandbox, runs_dir: Path, code: str, wall: float
-) -> None:
-    result = local.run(code, {"in.csv": b"a\n1\n"}, limits=SandboxLimits(wall_timeout_s=wall))
-
-    cwd = Path(result.stdout.strip())
-    assert cwd.is_relative_to(runs_dir)
-    assert not cwd.exists()
-    assert list(runs_dir.iterdir()) == []
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_run_directory_is_removed_even_if_the_script_locks_it(
-    local: LocalSandbox, runs_dir: Path
-) -> None:
-    code = "import os\nos.mkdir('locked')\nopen('locked/f', 'w').close()\nos.chmod('locked', 0)\n"
-
-    result = local.run(code, {})
+    result = pool.run(attack, {})
 
     assert result.ok, result.error
-    assert list(runs_dir.iterdir()) == []
+    assert "read" not in result.stdout
+    assert pool.run("print('alive')", {}).stdout == "alive\n"
+    assert jails(tmp_path) == before
 
 
-def test_cpu_limit_kills_a_busy_script(local: LocalSandbox) -> None:
-    limits = SandboxLimits(cpu_seconds=1, wall_timeout_s=20)
+def test_system_v_ipc_left_behind_retires_the_worker(pool: WarmPool, tmp_path: Path) -> None:
+    leave_segment = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                     "print(libc.shmget(0, 4096, 0o1600))\n")  # IPC_PRIVATE, IPC_CREAT | 0600
+    first = pool.run(leave_segment, {})
+    assert int(first.stdout) >= 0, "the job could not create a segment"
+    before = jails(tmp_path)
 
-    result = local.run("while True:\n    pass\n", {}, limits=limits)
+    second = pool.run("print(len(open('/proc/sysvipc/shm').readlines()))", {})
+
+    assert second.stdout == "1\n"  # the header line only: a fresh IPC namespace
+    assert jails(tmp_path) != before
+
+
+def test_timeout_kills_the_jobs_processes_and_keeps_the_worker(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    code = "import subprocess\nsubprocess.Popen(['sleep', '43.21'])\nwhile True:\n    pass\n"
+    assert pool.run("pass", {}).ok
+    before = jails(tmp_path)
+
+    result = pool.run(code, {}, limits=SandboxLimits(wall_timeout_s=1))
+
+    assert result.timed_out and result.exit_code is None
+    assert 1.0 <= result.duration_s < 3.0
+    assert processes_with_arg("43.21") == []
+    assert pool.run("print('next')", {}).stdout == "next\n"
+    assert jails(tmp_path) == before
+
+
+def test_cpu_limit_kills_a_busy_job(pool: WarmPool) -> None:
+    result = pool.run("while True:\n    pass\n", {}, limits=SandboxLimits(cpu_seconds=1))
 
     assert not result.timed_out
     assert result.exit_code == -signal.SIGXCPU
-    assert result.error is not None
-    assert result.error.name == "SIGXCPU"
+    assert result.error is not None and result.error.name == "SIGXCPU"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="RLIMIT_NPROC is not enforced for root")
-def test_process_limit_stops_a_spawn_flood(local: LocalSandbox) -> None:
+def test_process_limit_stops_a_spawn_flood(pool: WarmPool) -> None:
+    # Enforced here even when the host runs as root: the jail's uid is not root.
     code = "import subprocess\nfor _ in range(50):\n    subprocess.Popen(['sleep', '30'])\n"
 
-    result = local.run(code, {}, limits=SandboxLimits(max_processes=8))
+    result = pool.run(code, {}, limits=SandboxLimits(max_processes=8))
 
     assert result.error is not None
-    assert result.error.name == "BlockingIOError"  # fork() failed with EAGAIN
+    assert result.error.name == "BlockingIOError"
 
 
-def test_child_environment_is_built_from_nothing(local: LocalSandbox) -> None:
-    result = local.run("import json, os\nprint(json.dumps(dict(os.environ)))\n", {})
+def test_private_tmp_is_size_capped(pool: WarmPool) -> None:
+    code = textwrap.dedent("""
+        import errno
+        written = 0
+        try:
+            for n in range(10):  # 16 MiB files: each under the file size limit
+                with open(f'/tmp/fill{n}', 'wb') as fh:
+                    fh.write(b'0' * (16 * 1024 * 1024))
+                written += 16
+        except OSError as exc:
+            print(errno.errorcode[exc.errno], written)
+        """)
 
-    env = result.parse_json_stdout()
-    assert env["PATH"] == "/usr/bin:/bin"
-    assert env["LANG"] == "C.UTF-8"
-    assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "1"
-    assert set(env) <= {
-        "PATH", "HOME", "TMPDIR", "LANG", "PYTHONDONTWRITEBYTECODE",
-        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-    }  # fmt: skip
+    result = pool.run(code, {})
+
+    assert result.stdout.split()[0] == "ENOSPC"
+    assert int(result.stdout.split()[1]) < 80  # 64 MiB by default, not the host's memory
 
 
-def test_symlinks_in_out_dir_are_not_followed(local: LocalSandbox, tmp_path: Path) -> None:
-    secret = tmp_path / "host-secret.txt"
-    secret.write_text("host data")
-    code = f"import os\nos.symlink({str(secret)!r}, 'out/leak.txt')\nopen('out/ok.txt', 'w')\n"
+def test_a_job_locking_its_directories_does_not_break_the_next(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    lock = "import os\nfor path in ('/sandbox/work', '/sandbox', '/tmp'):\n    os.chmod(path, 0)\n"
+    assert pool.run(lock, {}).ok
+    before = jails(tmp_path)
 
-    result = local.run(code, {})
+    result = pool.run("open('/tmp/t', 'w')\nopen('out/x', 'w').write(open('in.csv').read())",
+                      {"in.csv": b"a\n"})
 
     assert result.ok, result.error
-    assert set(result.files) == {"ok.txt"}
+    assert result.files == {"x": b"a\n"}
+    assert jails(tmp_path) == before  # repaired in place, not by replacing the worker
 
 
-def test_output_files_are_bounded(local: LocalSandbox) -> None:
-    code = "open('out/a.bin', 'wb').write(b'a' * 600)\nopen('out/b.bin', 'wb').write(b'b' * 600)\n"
+def test_symlinks_in_out_dir_are_not_followed_on_the_host(pool: WarmPool) -> None:
+    code = "import os\nos.symlink('/etc/hostname', 'out/leak')\nopen('out/ok', 'w')\n"
 
-    result = local.run(code, {}, limits=SandboxLimits(max_files_bytes=1000))
+    result = pool.run(code, {})
 
-    assert result.files == {"a.bin": b"a" * 600}
-    assert result.files_truncated
+    assert result.ok, result.error
+    assert set(result.files) == {"ok"}
 
 
-def test_small_output_files_are_read_without_reserving_the_budget(local: LocalSandbox) -> None:
-    tracemalloc.start()
+def test_concurrent_callers_share_at_most_the_pool_size(jail: Jail, tmp_path: Path) -> None:
+    box = WarmPool(jail, workers=2, tmp_root=tmp_path)
+    results: list[SandboxResult] = []
+    peak: list[int] = []
+
+    def call() -> None:
+        results.append(box.run("import time\ntime.sleep(0.5)\nprint('ok')\n", {}))
+        peak.append(len(jails(tmp_path)))
+
     try:
-        result = local.run("open('out/small.txt', 'w').write('tiny')", {})
-        peak = tracemalloc.get_traced_memory()[1]
+        box.run("pass", {})  # both workers warm first, so timing is about the jobs only
+        threads = [threading.Thread(target=call) for _ in range(5)]
+        start = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - start
     finally:
-        tracemalloc.stop()
-
-    assert result.files == {"small.txt": b"tiny"}
-    assert peak < 8 * MIB, f"reading a 4-byte file allocated {peak} bytes"
-
-
-def test_subprocess_isolation_level_is_named(local: LocalSandbox) -> None:
-    assert local.run("pass", {}).isolation == "rlimit-subprocess"
+        box.close()
+    assert [r.stdout for r in results] == ["ok\n"] * 5
+    assert max(peak) == 2
+    assert elapsed >= 1.5  # five half-second jobs on two workers take three rounds
 
 
-def test_missing_interpreter_is_sandbox_unavailable() -> None:
-    with pytest.raises(SandboxUnavailable, match="no executable Python"):
-        LocalSandbox(python="/nonexistent/python3")
+def test_workers_start_lazily_and_close_kills_them(jail: Jail, tmp_path: Path) -> None:
+    box = WarmPool(jail, workers=2, tmp_root=tmp_path)
+    assert jails(tmp_path) == []
+
+    box.run("pass", {})
+    assert len(jails(tmp_path)) == 1
+    box.close()
+
+    assert jails(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SandboxUnavailable, match="closed"):
+        box.run("pass", {})
 
 
-def test_unknown_backend_is_sandbox_unavailable() -> None:
-    with pytest.raises(SandboxUnavailable, match="unknown sandbox backend 'nope'"):
-        make_sandbox("nope")
+def test_workers_are_killed_when_the_interpreter_exits(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        from billing_recon.sandbox import Jail, WarmPool
+        pool = WarmPool(Jail.for_this_python(), tmp_root={str(tmp_path)!r})
+        print(pool.run("print('ran')", {{}}).stdout, end="")
+        """)  # and exit without close()
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+
+    assert proc.stdout == "ran\n"
+    assert jails(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
 
 
-# --- the port's models ------------------------------------------------------------------------
+def test_workers_die_with_a_host_killed_by_sigkill(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        from billing_recon.sandbox import Jail, WarmPool
+        pool = WarmPool(Jail.for_this_python(), tmp_root={str(tmp_path)!r})
+        print(pool.run("print('ran')", {{}}).stdout, end="", flush=True)
+        pool.run("import time\\ntime.sleep(60)", {{}})  # busy: the worker is not listening
+        """)
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert host.stdout is not None and host.stdout.readline() == "ran\n"
+    jail_processes = descendants(host.pid)
+    assert len(jail_processes) >= 2  # the jail and the warm worker inside it
+
+    time.sleep(0.3)  # the second job is running
+    host.kill()  # no close(), no atexit, no socket read: only --die-with-parent is left
+    host.wait()
+
+    deadline = time.monotonic() + 5
+    while any_alive(jail_processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any_alive(jail_processes)
 
 
-def test_memory_limit_below_1_gib_is_refused() -> None:
-    with pytest.raises(ValidationError, match="pandas hangs"):
-        SandboxLimits(memory_bytes=512 * MIB)
+def test_worker_that_cannot_start_is_sandbox_unavailable(jail: Jail, tmp_path: Path) -> None:
+    broken = Jail(bwrap=jail.bwrap, python="/nonexistent/python3", readonly=jail.readonly,
+                  uid=jail.uid)
+    box = WarmPool(broken, tmp_root=tmp_path)
+
+    with pytest.raises(SandboxUnavailable, match=r"did not start.*nonexistent/python3"):
+        box.run("pass", {})
+    box.close()
+    assert jails(tmp_path) == []
 
 
-def test_default_limits() -> None:
-    limits = SandboxLimits()
-    assert (limits.cpu_seconds, limits.memory_bytes, limits.wall_timeout_s) == (20, 2048 * MIB, 30)
-    assert (limits.file_size_bytes, limits.max_processes, limits.open_files) == (64 * MIB, 64, 256)
-    assert limits.max_output_bytes == 1 * MIB
+def test_jail_binds_only_python_and_usr(jail: Jail) -> None:
+    code = ("import json, os\n"
+            "print(json.dumps(sorted(os.listdir('/')) + [os.getuid(), os.getpid()]))\n")
+    box = WarmPool(jail, workers=1)
+    try:
+        seen = box.run(code, {}).parse_json_stdout()
+    finally:
+        box.close()
+    *top, uid, pid = seen
+    expected = {"bin", "dev", "lib", "lib64", "opt", "proc", "sandbox", "tmp", "usr"}
+    expected |= {path.split("/")[1] for path in jail.readonly}
+    assert set(top) <= expected | {"sbin", "lib32"}
+    assert uid != 0 and uid == (jail.uid if os.geteuid() == 0 else os.geteuid())
+    assert pid > 1  # a fork of the worker, which is pid 1 of the jail's own namespace
+    assert json.dumps(jail.readonly)  # derived from this interpreter, never empty
 
 
-def _result(stdout: str, **extra: object) -> SandboxResult:
-    fields: dict[str, object] = {
-        "stdout": stdout, "stderr": "", "exit_code": 0, "duration_s": 0.1, "isolation": "test",
-    }  # fmt: skip
-    return SandboxResult.model_validate(fields | extra)
+def test_a_worker_killed_while_idle_is_replaced(pool: WarmPool, tmp_path: Path) -> None:
+    assert pool.run("pass", {}).ok
+    (jail_pid,) = jails(tmp_path)
+    os.killpg(jail_pid, signal.SIGKILL)  # from outside, while it waits for work
+    deadline = time.monotonic() + 5
+    while jails(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    result = pool.run("print('replaced')", {})
+
+    assert result.stdout == "replaced\n"
+    assert jails(tmp_path) not in ([], [jail_pid])
 
 
-def test_parse_json_stdout_takes_the_last_non_empty_line() -> None:
-    assert _result('progress...\n{"a": 1}\n\n  \n').parse_json_stdout() == {"a": 1}
+def test_a_forked_child_uses_its_own_workers_and_leaves_the_parents(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    assert pool.run("pass", {}).ok
+    parents = jails(tmp_path)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            ok = pool.run("print('child')", {}).stdout == "child\n"
+            pool.close()
+            os.write(write, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.waitpid(child, 0)
+    os.close(read)
+
+    assert answer == b"ok"
+    assert pool.run("print('parent')", {}).stdout == "parent\n"
+    assert jails(tmp_path) == parents
 
 
-@pytest.mark.parametrize(
-    ("stdout", "message"),
-    [("", "stdout is empty"), ("{not json\n", "last stdout line is not JSON")],
-)
-def test_parse_json_stdout_explains_what_is_wrong(stdout: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        _result(stdout).parse_json_stdout()
+def test_a_forked_child_exiting_normally_leaves_the_parents_workers(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, sys
+        from billing_recon.sandbox import Jail, WarmPool
+        pool = WarmPool(Jail.for_this_python(), tmp_root={str(tmp_path)!r})
+        pool.run("pass", {{}})
+        if os.fork() == 0:
+            sys.exit(0)  # runs atexit and the pool's finalizer in the child
+        os.wait()
+        print(pool.run("print('parent')", {{}}).stdout, end="")
+        """)
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+
+    assert proc.stdout == "parent\n"
 
 
-def test_parse_json_stdout_mentions_truncation() -> None:
-    with pytest.raises(ValueError, match="truncated"):
-        _result('{"a": ', stdout_truncated=True).parse_json_stdout()
+def test_directories_of_pools_whose_process_died_are_swept(jail: Jail, tmp_path: Path) -> None:
+    dead = tmp_path / "billing-recon-pool-999999999-abcd"  # above any pid_max
+    (dead / "worker-x").mkdir(parents=True)
+    alive_pool = tmp_path / f"billing-recon-pool-{os.getpid()}-efgh"
+    alive_pool.mkdir()
+    box = WarmPool(jail, workers=1, tmp_root=tmp_path)
+    try:
+        assert box.run("pass", {}).ok
+    finally:
+        box.close()
 
-
-def test_ok_requires_exit_zero_no_error_no_timeout() -> None:
-    assert _result("").ok
-    assert not _result("", exit_code=1).ok
-    assert not _result("", exit_code=None, timed_out=True).ok
-    assert not _result("", error={"name": "E", "value": "", "traceback": ""}).ok
+    assert not dead.exists()
+    assert alive_pool.exists()

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from billing_recon.errors import SandboxUnavailable
 from billing_recon.sandbox.bwrap import Jail, probe
-from billing_recon.sandbox.local import LocalSandbox
-from billing_recon.sandbox.pool import WarmPool
+from billing_recon.sandbox.local import WarmPool
 from billing_recon.sandbox.port import Sandbox
 from billing_recon.sandbox.settings import SandboxSettings
+from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
 
 _log = logging.getLogger(__name__)
 DOWNGRADE_WARNING = (
@@ -42,7 +42,7 @@ def _subprocess(settings: SandboxSettings) -> Sandbox:
         raise SandboxUnavailable(
             "the 'subprocess' sandbox is weak, and strong isolation is required "
             "(BILLING_RECON_SANDBOX_REQUIRE_ISOLATION)")
-    return LocalSandbox(limits=settings.limits)
+    return SubprocessSandbox(limits=settings.limits)
 
 
 def _local(settings: SandboxSettings) -> Sandbox:
@@ -54,7 +54,7 @@ def _local(settings: SandboxSettings) -> Sandbox:
                 f"strong isolation is required (BILLING_RECON_SANDBOX_REQUIRE_ISOLATION) "
                 f"and {exc}") from exc
         _log.warning(DOWNGRADE_WARNING, exc)
-    return LocalSandbox(limits=settings.limits)
+    return SubprocessSandbox(limits=settings.limits)
 
 
 def _e2b(settings: SandboxSettings) -> Sandbox:

@@ -1,233 +1,211 @@
-"""The weak local backend: a scrubbed, rlimited subprocess in a throw-away directory.
+"""The default local backend: a small pool of warm bubblewrap workers, safe to share by threads.
 
-Isolation level "rlimit-subprocess". It contains honest mistakes (infinite loops, memory
-blow-ups, output floods, stray child processes) but NOT a hostile script: the code runs as the
-caller's uid, can read whatever that uid can read, reach the network, and escape the process
-group with setsid(). RLIMIT_NPROC counts every process of the uid and is not enforced at all for
-root. The hardened bubblewrap backend (separate namespaces, non-root uid) is the strong level;
-use this one for development and tests.
+Workers start lazily (the first run pays for one pandas import, later runs only for a fork) and
+at most `workers` run at once; more concurrent callers wait for a free one. A worker is retired
+(and a fresh one started on demand) when its jail died, it asked to be recycled, or it served
+`jobs_per_worker` jobs. `close()`, garbage collection and interpreter exit kill every worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import resource
-import selectors
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from billing_recon.errors import SandboxUnavailable
-from billing_recon.sandbox.collect import Capture, RunDir, build_result, prepare, remove_tree
-from billing_recon.sandbox.port import (
-    SandboxLimits,
-    SandboxResult,
-    check_file_name,
-)
+from billing_recon.sandbox.bwrap import ISOLATION, Jail
+from billing_recon.sandbox.collect import remove_tree
+from billing_recon.sandbox.port import SandboxLimits, SandboxResult, check_file_name
+from billing_recon.sandbox.worker import WarmWorker
 
-ISOLATION = "rlimit-subprocess"
-_BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
-_READ_CHUNK = 64 * 1024
-_POLL_S = 0.05  # how often we look for an exited leader while something still holds its pipes
-_DRAIN_GRACE_S = 0.5  # a process that escaped the group may hold the pipes open forever
-_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_ROOT_PREFIX = "billing-recon-pool-"
 
 
-class _Pump:
-    """Reads stdout and stderr concurrently (one selector) so the child never blocks on a pipe."""
+@dataclass
+class _State:
+    """Everything the finalizer needs, kept apart from the pool so the pool can be collected."""
 
-    def __init__(self, stdout: IO[bytes], stderr: IO[bytes], cap: int) -> None:
-        self.out, self.err = Capture(cap), Capture(cap)
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(stdout.fileno(), selectors.EVENT_READ, self.out)
-        self._sel.register(stderr.fileno(), selectors.EVENT_READ, self.err)
-
-    def step(self, timeout: float) -> None:
-        """Read whatever is ready within `timeout` seconds."""
-        if not self._sel.get_map():
-            time.sleep(min(timeout, 0.001))  # both pipes closed; the leader is about to exit
-            return
-        for key, _ in self._sel.select(timeout):
-            chunk = os.read(key.fd, _READ_CHUNK)
-            if chunk:
-                key.data.feed(chunk)
-            else:
-                self._sel.unregister(key.fd)
-
-    def drain(self, grace: float) -> None:
-        """Read until both pipes close or `grace` seconds pass."""
-        deadline = time.monotonic() + grace
-        while self._sel.get_map() and (remaining := deadline - time.monotonic()) > 0:
-            self.step(remaining)
-
-    def __enter__(self) -> _Pump:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._sel.close()  # the pipes themselves belong to the Popen object
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    idle: list[WarmWorker] = field(default_factory=list)
+    workers: set[WarmWorker] = field(default_factory=set)
+    starting: int = 0
+    closed: bool = False
+    root: Path | None = None
+    pid: int = field(default_factory=os.getpid)
 
 
-def _clamped(res: int, soft: int, hard: int) -> tuple[int, int]:
-    """(soft, hard) lowered to the parent's own hard limit, which a child cannot exceed."""
-    current = resource.getrlimit(res)[1]
-    if current != resource.RLIM_INFINITY:
-        hard = min(hard, current)
-    return min(soft, hard), hard
-
-
-def rlimits(limits: SandboxLimits) -> list[tuple[int, tuple[int, int]]]:
-    """The rlimits of a run, clamped here in the parent so the child only calls setrlimit."""
-    wanted = [
-        # soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILLs a script ignoring it
-        (resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1),
-        (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
-        (resource.RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
-        (resource.RLIMIT_NPROC, limits.max_processes, limits.max_processes),
-        (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
-        (resource.RLIMIT_CORE, 0, 0),
-    ]
-    return [(res, _clamped(res, soft, hard)) for res, soft, hard in wanted]
-
-
-def _limit_child(limits: SandboxLimits) -> Callable[[], None]:
-    """A preexec_fn that only calls setrlimit: after fork, before exec, nothing else is safe."""
-    pairs = rlimits(limits)
-
-    def apply() -> None:
-        for res, value in pairs:
-            resource.setrlimit(res, value)
-
-    return apply
-
-
-def _child_env(layout: RunDir) -> dict[str, str]:
-    """A minimal environment built from nothing: no variable of ours (secrets!) reaches the code."""
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(layout.work),
-        "TMPDIR": str(layout.tmp),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    # One BLAS/OpenMP thread: threads multiply address space and would trip RLIMIT_AS.
-    return env | dict.fromkeys(_THREAD_VARS, "1")
-
-
-def _leader_exited(pid: int) -> bool:
-    """True once `pid` has exited; WNOWAIT leaves it unreaped so its group id stays ours."""
+def _process_exists(pid: int) -> bool:
     try:
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        return os.waitid(os.P_PID, pid, flags) is not None
-    except ChildProcessError:
-        return True
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
 
 
-def _kill_group(pgid: int) -> None:
-    """SIGKILL every process left in the run's process group."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
-        os.killpg(pgid, signal.SIGKILL)
+def _sweep_stale_roots(parent: Path) -> None:
+    """Remove pool directories whose process died without cleaning up (SIGKILL, a crash)."""
+    for entry in parent.glob(f"{_ROOT_PREFIX}*-*"):
+        pid = entry.name.removeprefix(_ROOT_PREFIX).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            mine = entry.is_dir() and entry.stat().st_uid == os.geteuid()
+            if mine and pid.isdigit() and not _process_exists(int(pid)):
+                remove_tree(entry)
 
 
-def _supervise(pid: int, pump: _Pump, deadline: float) -> bool:
-    """Pump output until the leader exits; True if the wall-clock deadline came first."""
-    while not _leader_exited(pid):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return True
-        pump.step(min(remaining, _POLL_S))
-    return False
+def _shutdown(state: _State) -> None:
+    """Kill every worker and remove the pool's directory (idempotent)."""
+    if state.pid != os.getpid():
+        return  # a forked child: the workers belong to the parent, which keeps using them
+    with state.cond:
+        state.closed = True
+        idle, busy = list(state.idle), state.workers - set(state.idle)
+        state.idle.clear()
+        state.workers -= set(idle)
+        state.cond.notify_all()
+    for worker in idle:
+        worker.dispose()
+    for worker in busy:
+        worker.kill()  # its run() returns a failed result and disposes of it
+    if state.root is not None and not busy:
+        remove_tree(state.root)
 
 
-class LocalSandbox:
-    """Sandbox backend running each script in a fresh rlimited subprocess (see module doc)."""
+class WarmPool:
+    """Sandbox backend running each job in a fork of a warm worker inside bubblewrap."""
 
-    name = "subprocess"
+    name = "bwrap"
+    isolation = ISOLATION
 
     def __init__(
         self,
-        python: str | None = None,
+        jail: Jail,
+        *,
+        workers: int = 2,
         limits: SandboxLimits | None = None,
+        jobs_per_worker: int = 0,
         tmp_root: str | os.PathLike[str] | None = None,
+        startup_timeout_s: float = 60.0,
     ) -> None:
-        """`python` defaults to this interpreter (its site-packages give the code pandas)."""
-        wanted = python or sys.executable
-        found = shutil.which(wanted) if wanted else None
-        if found is None:
-            raise SandboxUnavailable(f"no executable Python interpreter at {wanted!r}")
-        self.python = found
-        self.limits = limits or SandboxLimits()
-        self.tmp_root = tmp_root
+        """`jobs_per_worker` 0 means a worker is never retired for age alone."""
+        if workers < 1:
+            raise ValueError("a sandbox pool needs at least one worker")
+        self.jail, self.size, self.limits = jail, workers, limits or SandboxLimits()
+        self.jobs_per_worker = jobs_per_worker
+        self._tmp_root, self._startup_timeout_s = tmp_root, startup_timeout_s
+        self._state = _State()
+        self._finalizer = weakref.finalize(self, _shutdown, self._state)
 
     def run(
         self, code: str, files: Mapping[str, bytes], *, limits: SandboxLimits | None = None
     ) -> SandboxResult:
         """Run `code` with `files` in its cwd; failures of the code are data in the result."""
         inputs = {check_file_name(name): data for name, data in files.items()}
-        layout = RunDir(self._make_root())
+        if self._state.pid != os.getpid():  # forked: start workers of our own
+            self._state = _State()
+            self._finalizer = weakref.finalize(self, _shutdown, self._state)
+        worker = self._acquire()
+        reusable = False
         try:
-            try:
-                prepare(layout, code, inputs)
-            except OSError as exc:
-                raise SandboxUnavailable(f"cannot prepare sandbox directory: {exc}") from exc
-            return self._execute(layout, limits or self.limits)
+            result = worker.run(code, inputs, limits or self.limits)
+            reusable = self._reusable(worker)
+            return result
         finally:
-            remove_tree(layout.root)
+            self._release(worker, reusable)
 
     def close(self) -> None:
-        """Nothing to release: every run cleans up after itself."""
+        """Kill every worker; idempotent. Runs also at garbage collection and interpreter exit."""
+        self._finalizer()
 
-    def _make_root(self) -> Path:
+    def worker_count(self) -> int:
+        """Workers currently alive (idle or busy)."""
+        with self._state.cond:
+            return len(self._state.workers)
+
+    def _reusable(self, worker: WarmWorker) -> bool:
+        worn = self.jobs_per_worker > 0 and worker.jobs >= self.jobs_per_worker
+        return worker.alive and not worker.recycle and not worn
+
+    def _acquire(self) -> WarmWorker:
+        """An idle live worker, else a new one once fewer than `size` exist; waits if needed."""
+        state, dead = self._state, list[WarmWorker]()
         try:
-            return Path(tempfile.mkdtemp(prefix="billing-recon-sbx-", dir=self.tmp_root))
-        except OSError as exc:
-            raise SandboxUnavailable(f"cannot create a sandbox directory: {exc}") from exc
+            with state.cond:
+                while True:
+                    if state.closed:
+                        raise SandboxUnavailable("the sandbox pool is closed")
+                    if (worker := self._live_idle_worker(dead)) is not None:
+                        return worker
+                    if len(state.workers) + state.starting < self.size:
+                        state.starting += 1
+                        break
+                    state.cond.wait()
+        finally:
+            for worker in dead:  # its jail died while idle (killed from outside, say)
+                worker.dispose()
+        return self._start_worker()
 
-    def _spawn(self, layout: RunDir, limits: SandboxLimits) -> subprocess.Popen[bytes]:
-        # -I: no env vars, user site or script dir on sys.path (the venv's site-packages stay);
-        # -B: -I ignores PYTHONDONTWRITEBYTECODE, so say it again as a flag.
-        argv = [self.python, "-I", "-B", "-X", "utf8", str(_BOOTSTRAP)]
-        argv += [str(layout.script), str(layout.error)]
+    def _live_idle_worker(self, dead: list[WarmWorker]) -> WarmWorker | None:
+        """Pop idle workers until a live one; dead ones go to `dead`. Call with the lock held."""
+        state = self._state
+        while state.idle:
+            worker = state.idle.pop()
+            if worker.alive:
+                return worker
+            state.workers.discard(worker)
+            dead.append(worker)
+        return None
+
+    def _start_worker(self) -> WarmWorker:
+        """Start one worker outside the lock (it takes a pandas import); count it in or out."""
+        state = self._state
+        worker: WarmWorker | None = None
         try:
-            return subprocess.Popen(
-                argv,
-                cwd=layout.work,
-                env=_child_env(layout),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # its own process group, killed as a whole
-                preexec_fn=_limit_child(limits),  # only setrlimit runs there; see _limit_child
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise SandboxUnavailable(f"cannot start {self.python}: {exc}") from exc
+            worker = WarmWorker(self.jail, self._new_slot(), self._startup_timeout_s)
+            worker.start()
+        except BaseException:
+            if worker is not None:
+                worker.dispose()
+            with state.cond:
+                state.starting -= 1
+                state.cond.notify()
+            raise
+        with state.cond:
+            state.starting -= 1
+            state.workers.add(worker)
+        return worker
 
-    def _execute(self, layout: RunDir, limits: SandboxLimits) -> SandboxResult:
-        start = time.monotonic()
-        with self._spawn(layout, limits) as proc:
-            assert proc.stdout is not None and proc.stderr is not None  # PIPE was asked for
-            with _Pump(proc.stdout, proc.stderr, limits.max_output_bytes) as pump:
-                try:
-                    timed_out = _supervise(proc.pid, pump, start + limits.wall_timeout_s)
-                finally:
-                    _kill_group(proc.pid)  # stray children too, and on any parent-side error
-                pump.drain(_DRAIN_GRACE_S)
-            exit_code = proc.wait()
-        duration = time.monotonic() - start
-        return self._result(layout, limits, pump, None if timed_out else exit_code, duration)
+    def _new_slot(self) -> Path:
+        state = self._state
+        with state.cond:
+            if state.root is None:
+                parent = Path(self._tmp_root or tempfile.gettempdir())
+                _sweep_stale_roots(parent)
+                state.root = Path(tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-",
+                                                   dir=parent))
+            root = state.root
+        slot = Path(tempfile.mkdtemp(prefix="worker-", dir=root))
+        if self.jail.staged:
+            os.chown(slot, self.jail.uid, self.jail.uid)
+        return slot
 
-    def _result(
-        self,
-        layout: RunDir,
-        limits: SandboxLimits,
-        pump: _Pump,
-        exit_code: int | None,
-        duration: float,
-    ) -> SandboxResult:
-        return build_result(layout, limits, (pump.out, pump.err), exit_code, duration, ISOLATION)
+    def _release(self, worker: WarmWorker, reusable: bool) -> None:
+        state = self._state
+        with state.cond:
+            keep = reusable and not state.closed
+            if keep:
+                state.idle.append(worker)
+            else:
+                state.workers.discard(worker)
+            remove_root = state.closed and not state.workers and state.root is not None
+            state.cond.notify()
+        if not keep:
+            worker.dispose()
+        if remove_root and state.root is not None:
+            remove_tree(state.root)

@@ -24,8 +24,8 @@ from typing import Any
 from billing_recon.errors import SandboxUnavailable
 from billing_recon.sandbox.bwrap import HELPERS_DIR, ISOLATION, SANDBOX_DIR, Jail
 from billing_recon.sandbox.collect import Capture, RunDir, build_result, prepare, remove_tree
-from billing_recon.sandbox.local import rlimits
 from billing_recon.sandbox.port import SandboxLimits, SandboxResult
+from billing_recon.sandbox.subprocess_sandbox import rlimits
 
 _READ_CHUNK = 64 * 1024
 _MAX_MESSAGE = 64 * 1024
