@@ -18,8 +18,8 @@ from billing_recon import pipeline
 from billing_recon.domain.fsm import State
 from billing_recon.store import tickets
 from tasks.approval import wait_for_decision
-from tasks.intake import ACTOR, open_ticket
-from tasks.options import STEP
+from tasks.intake import open_ticket
+from tasks.options import ACTOR, STEP
 from tasks.runtime import deps, in_thread
 
 

@@ -22,7 +22,7 @@ from billing_recon.steps import approval_gate, evidence, presentation
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
 from tasks.context import flow_run_id, in_deployment
-from tasks.intake import ACTOR
+from tasks.options import ACTOR
 from tasks.runtime import deps, in_thread
 
 # The artifact page of the Prefect UI (the new UI; `/` redirects there).

@@ -10,8 +10,7 @@ from prefect.logging import get_run_logger
 
 from billing_recon.steps import budget, model_trace
 from billing_recon.store import tickets
-from tasks.intake import ACTOR
-from tasks.options import STEP
+from tasks.options import ACTOR, STEP
 from tasks.runtime import deps, in_thread
 
 

@@ -19,7 +19,7 @@ from billing_recon.domain.fsm import State, is_terminal
 from billing_recon.steps import approval_gate
 from billing_recon.store import tickets
 from tasks.events import emit_escalated
-from tasks.intake import ACTOR
+from tasks.options import ACTOR
 from tasks.runtime import deps, in_thread
 
 ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from prefect import task
 
 from billing_recon.steps import intake
-from tasks.options import STEP
+from tasks.options import ACTOR, STEP
 from tasks.runtime import deps, in_thread
-
-ACTOR = "flow:process-ticket"
 
 
 @task(name="open_ticket", **STEP)

@@ -26,6 +26,9 @@ class TaskConfig(TypedDict, total=False):
     retry_condition_fn: Callable[[Any, TaskRun, State[Any]], bool]
 
 
+#: Who the tasks act as in the ticket's event log.
+ACTOR = "flow:process-ticket"
+
 # Steps whose effects are recorded by the ticket FSM never use Prefect's cache: the ticket's
 # committed state is what a re-run resumes from.
 STEP: TaskConfig = {"cache_policy": NO_CACHE, "persist_result": False}

@@ -10,8 +10,7 @@ from billing_recon.domain.fsm import Reason
 from billing_recon.steps import reconciliation
 from billing_recon.steps.reconciliation import Analysis
 from tasks.budget import publish_model_trace
-from tasks.intake import ACTOR
-from tasks.options import RECONCILE, STEP
+from tasks.options import ACTOR, RECONCILE, STEP
 from tasks.runtime import deps, in_thread
 
 

@@ -23,9 +23,8 @@ from billing_recon.payments.layers import Layer
 from billing_recon.steps import refund_worker, reply
 from billing_recon.steps.refund_worker import RefundOutcome
 from billing_recon.store import tickets
-from tasks.intake import ACTOR
 from tasks.locks import LeaseLockManager
-from tasks.options import STEP
+from tasks.options import ACTOR, STEP
 from tasks.runtime import deps, in_thread
 
 WORKER = "refund_worker"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from billing_recon.steps import retrieval
-from tasks.intake import ACTOR
-from tasks.options import STEP
+from tasks.options import ACTOR, STEP
 from tasks.runtime import deps, in_thread
 
 
