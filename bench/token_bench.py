@@ -32,13 +32,13 @@ from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import State
 from billing_recon.errors import AnalysisExhausted, AnalysisFailed
 from billing_recon.llm.accounting import prompt_bound
-from billing_recon.llm.chat_server import ChatServer
 from billing_recon.llm.settings import LlmBudget, ModelSettings
 from billing_recon.steps import intake, reconciliation, reply, retrieval
 from billing_recon.steps.deps import Deps
 from billing_recon.store import model_calls, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.sample_data import generate
+from billing_recon.testing.chat_server import ChatServer
 
 ACTOR = "bench"
 

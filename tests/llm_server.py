@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from billing_recon import runtime
-from billing_recon.llm.chat_server import ChatServer
+from billing_recon.testing.chat_server import ChatServer
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

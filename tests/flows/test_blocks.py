@@ -31,13 +31,13 @@ from billing_recon.config import Settings
 from billing_recon.domain.email import parse_email
 from billing_recon.errors import ApprovalRefused, ModelUnavailable, UserInputError
 from billing_recon.llm import registry
-from billing_recon.llm.chat_server import ChatServer
 from billing_recon.llm.settings import ModelSettings, Price
 from billing_recon.sandbox.port import SandboxLimits
 from billing_recon.steps import approval_gate
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.db import make_engine
+from billing_recon.testing.chat_server import ChatServer
 from blocks import (
     ApprovalPolicy,
     BillingDatabase,

@@ -25,11 +25,11 @@ import pytest
 from billing_recon import runtime
 from billing_recon.domain import rules
 from billing_recon.domain.proposal import Proposal
-from billing_recon.llm.chat_server import ChatRequest, ChatServer
 from billing_recon.llm.reference_script import SCRIPT
 from billing_recon.steps import approval_gate
 from billing_recon.steps.deps import Deps
 from billing_recon.store import billing, tickets
+from billing_recon.testing.chat_server import ChatRequest, ChatServer
 from flows.process_ticket import process_ticket
 from tests.flows.conftest import gateway_refunds
 from tests.llm_server import use_openai

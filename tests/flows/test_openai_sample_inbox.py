@@ -10,10 +10,10 @@ import pytest
 
 from billing_recon.domain.email import parse_email
 from billing_recon.ground_truth import matches
-from billing_recon.llm.chat_server import ChatServer
 from billing_recon.llm.openai_chat import OpenAIChatModel
 from billing_recon.steps.deps import Deps
 from billing_recon.store import model_calls, tickets
+from billing_recon.testing.chat_server import ChatServer
 from flows.reconcile_inbox import reconcile_inbox
 from tests.flows.conftest import sample_world
 from tests.llm_server import use_openai

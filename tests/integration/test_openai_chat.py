@@ -12,10 +12,10 @@ from billing_recon.agents.schemas import SummaryOutput, TriageOutput
 from billing_recon.agents.triage import triage
 from billing_recon.domain.email import parse_email
 from billing_recon.errors import ModelOutputInvalid, ModelUnavailable, UserInputError
-from billing_recon.llm.chat_server import ChatServer, Refusal, Stall, Status
 from billing_recon.llm.openai_chat import KEYLESS, OpenAIChatModel, OpenAIEndpoint
 from billing_recon.llm.reference_script import SCRIPT
 from billing_recon.llm.settings import ModelSettings
+from billing_recon.testing.chat_server import ChatServer, Refusal, Stall, Status
 
 RAW = (b"From: Ann <ann@example.com>\r\nTo: billing@example.com\r\nSubject: INV-000001 wrong\r\n"
        b"Message-ID: <abc@x>\r\n\r\nI was charged $12.50 twice for INV-000001.\r\n")

@@ -16,13 +16,13 @@ from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.errors import BudgetExceeded, GlobalBreakerOpen, ModelOutputInvalid
 from billing_recon.llm.accounting import prompt_bound
-from billing_recon.llm.chat_server import ChatServer
 from billing_recon.llm.port import ChatMessage
 from billing_recon.steps.budget import metered
 from billing_recon.steps.deps import Deps
 from billing_recon.store import model_calls, tickets
 from billing_recon.store.models import TicketEvent
 from billing_recon.store.types import utcnow
+from billing_recon.testing.chat_server import ChatServer
 from tests.llm_server import use_openai
 
 TRIAGE_CAP = 300  # DEFAULT_OUTPUT_CAPS["triage"]

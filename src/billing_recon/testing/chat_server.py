@@ -8,7 +8,7 @@ real JSON. Usage counts 4 characters a token (prompt: messages and schema) and a
 longer than ``max_completion_tokens`` is cut off with ``finish_reason: "length"``, as OpenAI
 does.
 
-    python -m billing_recon.llm.chat_server [--port 8765]   # rules mode until Ctrl-C
+    python -m billing_recon.testing.chat_server [--port 8765]   # rules mode until Ctrl-C
 """
 
 from __future__ import annotations

@@ -1,0 +1,4 @@
+"""Test doubles that speak real wire protocols (excluded from the wheel: never shipped).
+
+``chat_server``: a loopback OpenAI-compatible chat-completions server, scripted per test.
+"""
