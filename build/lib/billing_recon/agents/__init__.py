@@ -1,0 +1,1 @@
+"""Agents: triage, analysis (script author) and summary, each over a ChatModel."""

@@ -1,0 +1,1 @@
+"""Domain: money, the ticket FSM, reconciliation rules, proposals and approval tokens."""

@@ -1,0 +1,20 @@
+"""The ticket key of SPEC §5: the idempotency key of a whole ticket."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+# Fixed forever: changing it would re-key every ticket and defeat duplicate detection.
+TICKET_KEY_NAMESPACE = uuid.UUID("5b0f3c1e-6a44-4c8e-9a43-2f1f0e7b9d21")
+
+
+def ticket_key(sender_email: str, invoice_ids: Iterable[str]) -> str:
+    """UUIDv5 over ``sender_lowercase | sorted,invoice,ids``."""
+    name = sender_email.strip().lower() + "|" + ",".join(sorted(set(invoice_ids)))
+    return str(uuid.uuid5(TICKET_KEY_NAMESPACE, name))
+
+
+def refund_idempotency_key(key: str, payment_id: str) -> str:
+    """The gateway Idempotency-Key of one (ticket, payment) refund call."""
+    return f"{key}:{payment_id}"

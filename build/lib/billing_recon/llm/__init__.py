@@ -1,0 +1,1 @@
+"""Language-model port and its adapters (offline rules model; OpenAI-compatible later)."""

@@ -1,0 +1,240 @@
+"""Run the local gateway: in a background thread (tests, demo) or as its own process.
+
+    python -m billing_recon.payments.gateway_server --db sqlite:///gateway.db --port 12111
+
+prints the gateway's URL once it answers and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType, TracebackType
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from billing_recon.payments.faults import FAULTS_ENV, FaultInjector, FaultPlan
+from billing_recon.payments.gateway_app import create_app
+from billing_recon.payments.gateway_store import (
+    DEFAULT_LEASE_S,
+    DEFAULT_RETENTION_S,
+    GatewayStore,
+)
+
+DEFAULT_DB_URL = "sqlite:///billing_recon_gateway.db"
+API_KEY_ENV = "BILLING_RECON_GATEWAY_API_KEY"
+RETENTION_ENV = "BILLING_RECON_GATEWAY_RETENTION_H"
+LEASE_ENV = "BILLING_RECON_GATEWAY_KEY_LEASE_S"
+
+
+def retention_from_env() -> float:
+    """Seconds idempotency keys are kept: BILLING_RECON_GATEWAY_RETENTION_H (hours, >= 24)."""
+    hours = float(os.environ.get(RETENTION_ENV, DEFAULT_RETENTION_S / 3600))
+    if hours < 24:
+        raise ValueError(f"{RETENTION_ENV} must be at least 24 (Stripe keeps keys 24 h)")
+    return hours * 3600
+
+
+def key_lease_from_env() -> float:
+    """Seconds before an in-flight key of a dead request may be taken over (default 60)."""
+    return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
+
+
+def faults_from_env() -> FaultPlan | None:
+    """The fault plan of BILLING_RECON_GATEWAY_FAULTS, if set (tests only)."""
+    spec = os.environ.get(FAULTS_ENV)
+    return None if spec is None else FaultPlan.parse(spec)
+
+
+class GatewayServer:
+    """The gateway app served by uvicorn on a loopback port, in a daemon thread.
+
+    Use as a context manager, or call start() and stop(). `port=0` picks a free port; `.url`
+    is known once started.
+    """
+
+    def __init__(
+        self,
+        store_url: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        retention_s: float | None = None,
+        key_lease_s: float | None = None,
+        faults: FaultPlan | None = None,
+        startup_timeout_s: float = 15.0,
+    ) -> None:
+        """Configure the server; nothing runs until start(). Unset retention and key lease
+        come from the environment; `faults` switches fault injection on (tests only)."""
+        self.store_url, self.host, self.port = store_url, host, port
+        self.api_key, self.faults = api_key, faults
+        self.retention_s = retention_from_env() if retention_s is None else retention_s
+        self.key_lease_s = key_lease_from_env() if key_lease_s is None else key_lease_s
+        self.startup_timeout_s = startup_timeout_s
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._store: GatewayStore | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. `http://127.0.0.1:43121` (only while running)."""
+        if self._server is None:
+            raise RuntimeError("the gateway server is not running")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def store(self) -> GatewayStore:
+        """The running server's store (to seed charges in-process, say)."""
+        if self._store is None:
+            raise RuntimeError("the gateway server is not running")
+        return self._store
+
+    def start(self) -> GatewayServer:
+        """Open the store, bind the port, serve in a daemon thread; return once it answers."""
+        if self._server is not None:
+            raise RuntimeError("the gateway server is already running")
+        self._store = GatewayStore(
+            self.store_url, retention_s=self.retention_s, lease_s=self.key_lease_s
+        )
+        sock = self._bind()
+        config = uvicorn.Config(
+            self._app(self._store),
+            lifespan="off",
+            log_config=None,  # leave the host process's logging configuration alone
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="gateway-server", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._wait_until_answering()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _app(self, store: GatewayStore) -> FaultInjector | FastAPI:
+        app = create_app(store, api_key=self.api_key, faults=self.faults)
+        return app if self.faults is None else FaultInjector(app)
+
+    def stop(self) -> None:
+        """Shut uvicorn down gracefully, wait for its thread and close the store."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._store is not None:
+            self._store.close()
+        self._server = self._thread = self._store = None
+
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _bind(self) -> socket.socket:
+        # Binding ourselves (rather than letting uvicorn) is what makes port 0 usable: the
+        # kernel's choice is known before the server starts.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _wait_until_answering(self) -> None:
+        assert self._server is not None and self._thread is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                raise RuntimeError("the gateway server exited during startup")
+            if self._server.started and _answers(f"{self.url}/healthz"):
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"the gateway server did not answer within {self.startup_timeout_s}s")
+
+
+def _answers(url: str) -> bool:
+    try:
+        # trust_env=False: a proxy from the environment must not intercept loopback traffic.
+        return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m billing_recon.payments.gateway_server",
+        description="Run the local Stripe-compatible refund gateway.",
+    )
+    parser.add_argument("--db", default=DEFAULT_DB_URL, help="gateway database URL")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port (0 = any free port)")
+    parser.add_argument(
+        "--retention-hours",
+        type=float,
+        default=None,
+        help=f"how long idempotency keys are kept, at least 24 (default: ${RETENTION_ENV} or 24)",
+    )
+    parser.add_argument(
+        "--key-lease-seconds",
+        type=float,
+        default=None,
+        help=f"after this long a request's in-flight key may be taken over if its request died "
+        f"(default: ${LEASE_ENV} or {DEFAULT_LEASE_S:.0f})",
+    )
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help=f"TESTS ONLY: a fault plan, e.g. 'drop=0.2,seed=7' (default: ${FAULTS_ENV})",
+    )
+    args = parser.parse_args(argv)
+    if args.retention_hours is not None and args.retention_hours < 24:
+        parser.error("--retention-hours must be at least 24 (Stripe keeps keys 24 h)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. The API key, if required, comes from the environment."""
+    args = _parse_args(argv)
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    server = GatewayServer(
+        args.db,
+        args.host,
+        args.port,
+        api_key=os.environ.get(API_KEY_ENV),
+        retention_s=None if args.retention_hours is None else args.retention_hours * 3600,
+        key_lease_s=args.key_lease_seconds,
+        faults=faults_from_env() if args.faults is None else FaultPlan.parse(args.faults),
+    )
+    with server:
+        print(server.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""The core pipeline called directly, without Prefect: an email up to its approval gate.
+
+The same steps, in the same order and with the same capped self-correction, as the
+process-ticket flow, but as plain function calls: it is the baseline that says what the
+orchestration costs (bench/), and a way to run tickets where no Prefect is wanted. It stops
+where a human must act (APPROVAL_PENDING) or the ticket ends; approval and refund stay with
+the flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from billing_recon.domain.fsm import State, is_terminal
+from billing_recon.errors import (
+    AnalysisExhausted,
+    AnalysisFailed,
+    BudgetExceeded,
+    GlobalBreakerOpen,
+)
+from billing_recon.steps import budget, intake, reconciliation, retrieval
+from billing_recon.steps.deps import Deps
+from billing_recon.steps.machine import AUTOMATIC, MAX_STEPS, Step, next_step
+from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
+
+ACTOR = "pipeline"
+
+
+def _reconcile(deps: Deps, ticket_id: int, actor: str) -> None:
+    """Analysis attempts until one succeeds or the circuit breaker trips, then verify."""
+    error = "every analysis attempt failed"
+    for _ in range(deps.settings.analysis_retries + 1):
+        try:
+            summary = reconciliation.analysis_attempt(deps, ticket_id, actor)
+        except AnalysisExhausted as exc:
+            error = str(exc)
+            break
+        except AnalysisFailed as exc:
+            error = str(exc)
+            continue
+        reconciliation.verify_proposal(deps, ticket_id, summary, actor)
+        return
+    reconciliation.trip_circuit_breaker(deps, ticket_id, actor, error)
+
+
+STEPS: dict[Step, Callable[[Deps, int, str], object]] = {
+    Step.TRIAGE: intake.run_triage,
+    Step.FETCH: retrieval.fetch_invoices,
+    Step.RECONCILE: _reconcile,
+    Step.CONCLUDE: reconciliation.advance_analyzed,
+}
+
+
+def step(deps: Deps, ticket: Ticket, actor: str = ACTOR) -> None:
+    """Advance a ticket by one state of the automatic part of the pipeline."""
+    state = State(ticket.state)
+    todo = next_step(state)
+    if todo not in AUTOMATIC:
+        raise ValueError(f"{tickets.format_ticket_id(ticket.id)} is {state.value}: "
+                         "nothing automatic to do")
+    STEPS[todo](deps, ticket.id, actor)
+
+
+def settled(ticket: Ticket) -> bool:
+    """Whether the ticket has ended or waits for a human decision (or what follows it)."""
+    state = State(ticket.state)
+    return is_terminal(state) or next_step(state) not in AUTOMATIC
+
+
+def advance(deps: Deps, ticket_id: int, actor: str = ACTOR) -> Ticket:
+    """Run a ticket from its committed state until it settles (or the global breaker holds it).
+
+    A call over budget escalates the ticket; with the global breaker open the ticket keeps its
+    state (a later call resumes it) and is returned as it is.
+    """
+    for _ in range(MAX_STEPS):
+        ticket = tickets.get(deps.sessions, ticket_id)
+        if settled(ticket):
+            return ticket
+        try:
+            step(deps, ticket, actor)
+        except BudgetExceeded as exc:
+            budget.escalate_over_budget(deps, ticket_id, actor, str(exc), exc.details)
+        except GlobalBreakerOpen as exc:
+            budget.hold(deps, ticket_id, actor, str(exc), exc.details)
+            return tickets.get(deps.sessions, ticket_id)
+    raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")
+
+
+def process_email(deps: Deps, raw: bytes, source: str | None = None,
+                  actor: str = ACTOR) -> Ticket:
+    """Open (or resume) the ticket of a raw email and run it until it settles."""
+    opened = intake.open_ticket(deps, raw, source)
+    return advance(deps, opened.ticket.id, actor)

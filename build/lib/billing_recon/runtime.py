@@ -1,0 +1,143 @@
+"""Build the pipeline's dependencies once per process (database, model, sandbox, gateway)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from billing_recon.config import Settings
+from billing_recon.domain.fsm import State
+from billing_recon.domain.money import to_minor_units
+from billing_recon.domain.proposal import Proposal
+from billing_recon.llm import registry
+from billing_recon.payments.gateway_store import GatewayStore
+from billing_recon.payments.refunds import RefundClient
+from billing_recon.sandbox.factory import make_sandbox
+from billing_recon.steps.deps import Deps
+from billing_recon.steps.switches import Switches
+from billing_recon.store.db import make_engine, migrate, session_factory
+from billing_recon.store.models import Payment, Refund, Ticket
+
+if TYPE_CHECKING:
+    from billing_recon.payments.gateway_server import GatewayServer
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_cache: dict[str, Deps] = {}
+_gateways: dict[str, GatewayServer] = {}  # GatewayServer: imported lazily (see below)
+_seeded: dict[str, int] = {}
+_source: Callable[[], Settings | None] | None = None
+
+
+SEED_CHUNK = 500  # payment ids per IN (...) list
+
+
+def _payments_to_refund(session: Session) -> list[str]:
+    """The payments the refund worker may call the gateway for: those of APPROVED tickets."""
+    wanted: set[str] = set()
+    for stored in session.scalars(select(Ticket.proposal).where(
+            Ticket.state == State.APPROVED.value, Ticket.proposal.is_not(None))):
+        try:
+            proposal = Proposal.model_validate(stored)
+        except ValueError:  # the worker refuses this ticket itself; it holds up no other
+            continue
+        wanted.update(pay.payment_id for refund in proposal.refunds for pay in refund.payments)
+    return sorted(wanted)
+
+
+def seed_gateway_charges(store: GatewayStore, session: Session) -> int:
+    """Mirror as gateway charges the billing payments about to be refunded (lazily).
+
+    The refund worker calls the gateway only for payments of APPROVED tickets, so only those
+    charges must exist; seeding every payment stalled the first refund for minutes with a
+    million payments. Existing charges are never changed. Returns how many payments with a
+    charge this call covered: the caller seeds again (for the next approved tickets) unless
+    that is every payment with a charge.
+    """
+    wanted, seeded = _payments_to_refund(session), 0
+    for start in range(0, len(wanted), SEED_CHUNK):
+        ids = wanted[start:start + SEED_CHUNK]
+        prior: dict[str, Decimal] = {}
+        for refund in session.scalars(select(Refund).where(Refund.payment_id.in_(ids))):
+            prior[refund.payment_id] = prior.get(refund.payment_id, Decimal(0)) + refund.amount
+        for pay in session.scalars(select(Payment).where(
+                Payment.payment_id.in_(ids), Payment.charge_ref.is_not(None))):
+            refunded = min(prior.get(pay.payment_id, Decimal(0)), pay.amount)
+            store.ensure_charge(pay.charge_ref or "", to_minor_units(pay.amount),
+                                pay.currency, to_minor_units(refunded))
+            seeded += 1
+    return seeded
+
+
+def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
+    """Start the local gateway once per process (on loopback) and seed its charges."""
+    with _lock:
+        server = _gateways.get(settings.gateway_db)
+        if server is None:
+            # Imported here: the local gateway pulls in FastAPI and uvicorn, which a run against
+            # a real gateway (or one that never refunds) should not pay for at start-up.
+            from billing_recon.payments.gateway_server import GatewayServer
+
+            server = GatewayServer(settings.gateway_db).start()
+            _gateways[settings.gateway_db] = server
+            log.info("local payment gateway listening on %s", server.url)
+    with deps.sessions() as session:
+        payments = session.scalar(select(func.count(Payment.payment_id))
+                                  .where(Payment.charge_ref.is_not(None))) or 0
+        if _seeded.get(settings.gateway_db) != payments:  # new billing data since the last seed
+            store = GatewayStore(settings.gateway_db)
+            try:
+                _seeded[settings.gateway_db] = seed_gateway_charges(store, session)
+            finally:
+                store.close()
+    return server.url
+
+
+def use_settings_from(source: Callable[[], Settings | None] | None) -> None:
+    """Where ``build()`` without settings gets them (e.g. Prefect blocks); None: the env."""
+    global _source
+    _source = source
+
+
+def build(settings: Settings | None = None) -> Deps:
+    """Deps for these settings (else the registered source's, else the env's), once per process."""
+    settings = settings or (_source() if _source else None) or Settings()
+    # Every field counts (sandbox limits, model names, budgets...): a changed setting must
+    # never be served the deps built for the old one. Secrets are kept out of the repr.
+    cache_key = repr(settings)
+    with _lock:
+        if cache_key in _cache:
+            return _cache[cache_key]
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    deps = Deps(settings=settings, sessions=session_factory(engine),
+                model=registry.build(settings.llm, settings.llm_models),
+                sandbox=make_sandbox(settings.sandbox, settings.sandbox_settings),
+                refund_client=lambda: _client(settings, deps), switches=Switches.from_env())
+    with _lock:
+        return _cache.setdefault(cache_key, deps)
+
+
+def _client(settings: Settings, deps: Deps) -> RefundClient:
+    url = settings.gateway_url or embedded_gateway_url(settings, deps)
+    return RefundClient(settings.stripe_api_key, base_url=url)
+
+
+def reset() -> None:
+    """Forget cached deps, stop embedded gateways and sandboxes (tests, end of a CLI command)."""
+    with _lock:
+        sandboxes = [deps.sandbox for deps in _cache.values()]
+        _cache.clear()
+        servers = list(_gateways.values())
+        _gateways.clear()
+        _seeded.clear()
+    for server in servers:
+        server.stop()
+    for sandbox in sandboxes:
+        sandbox.close()  # warm workers are processes: stop them with the deps that own them

@@ -1,0 +1,248 @@
+"""The E2B backend: each run gets a fresh E2B code-interpreter sandbox (a Firecracker microVM).
+
+Per run: `Sandbox.create` (template, lifetime, no internet), the input files and the script
+uploaded with `files.write`, one `run_code` cell (our `_e2b_driver.py` calling the script), the
+status file and the out/ files read back with `files.read`, and `kill()` whatever happened.
+A code error comes back in `Execution.error` and becomes data; the SDK's TimeoutException
+becomes a timed-out result. Only a missing key, or an API that cannot create or reach a
+sandbox, raises SandboxUnavailable. The E2B SDK is imported here only, so a missing SDK only
+breaks this backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2b import ConnectionConfig, TimeoutException
+from e2b_code_interpreter import Execution, OutputMessage
+from e2b_code_interpreter import Sandbox as E2BSdkSandbox
+
+from billing_recon.errors import SandboxUnavailable
+from billing_recon.sandbox.collect import Capture
+from billing_recon.sandbox.port import (
+    OUTPUT_DIR,
+    ExecutionError,
+    SandboxLimits,
+    SandboxResult,
+    check_file_name,
+)
+
+ISOLATION = "e2b"
+_DRIVER = Path(__file__).with_name("_e2b_driver.py").read_text(encoding="utf-8")
+_FLOOD_FACTOR = 4  # output beyond this many caps means the in-sandbox cap was undone
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_log = logging.getLogger(__name__)
+
+
+class _OutputFlood(Exception):
+    """The sandbox sent far more output than the cap: stop reading (and the run)."""
+
+
+@dataclass
+class _Output:
+    """stdout/stderr as the SDK streams them, capped; a flood aborts the stream."""
+
+    cap: int
+    out: Capture = field(init=False)
+    err: Capture = field(init=False)
+    received: int = 0
+
+    def __post_init__(self) -> None:
+        self.out, self.err = Capture(self.cap), Capture(self.cap)
+
+    def on_stdout(self, message: OutputMessage) -> None:
+        self._feed(self.out, message.line)
+
+    def on_stderr(self, message: OutputMessage) -> None:
+        self._feed(self.err, message.line)
+
+    def _feed(self, capture: Capture, text: str) -> None:
+        data = text.encode("utf-8", "surrogateescape")
+        self.received += len(data)
+        capture.feed(data)
+        if self.received > _FLOOD_FACTOR * self.cap + 64 * 1024:
+            raise _OutputFlood
+
+
+def _driver_cell(script: str, status: str, limits: SandboxLimits) -> str:
+    call = (script, status, limits.max_output_bytes, limits.wall_timeout_s,
+            limits.memory_bytes, limits.file_size_bytes)
+    return f"{_DRIVER}\n_billing_recon_run(*{json.dumps(call)})\n"
+
+
+def _error(execution: Execution) -> ExecutionError | None:
+    if execution.error is None:
+        return None
+    return ExecutionError(name=execution.error.name, value=execution.error.value,
+                          traceback=_ANSI.sub("", execution.error.traceback or ""))
+
+
+class E2BSandbox:
+    """Sandbox backend on E2B's hosted code interpreter (see module doc)."""
+
+    name = "e2b"
+    isolation = ISOLATION
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        template: str | None = None,
+        sandbox_timeout_s: int = 300,
+        limits: SandboxLimits | None = None,
+        api_url: str | None = None,
+        sandbox_url: str | None = None,
+        debug: bool | None = None,
+        request_timeout_s: float = 30.0,
+        client_grace_s: float = 5.0,
+    ) -> None:
+        """`api_url`, `sandbox_url` and `debug` point the SDK elsewhere (tests, self-hosting).
+
+        Unset values fall back to the SDK's own environment variables (E2B_API_KEY, E2B_DEBUG,
+        E2B_DOMAIN, ...). Without a key (outside debug mode): SandboxUnavailable. The client
+        waits `client_grace_s` past the wall clock for the in-sandbox alarm before it gives up.
+        """
+        opts: dict[str, Any] = {"api_key": api_key, "api_url": api_url,
+                                "sandbox_url": sandbox_url, "debug": debug}
+        self._connection = {k: v for k, v in opts.items() if v is not None}
+        config = ConnectionConfig(**self._connection)
+        if not config.debug and not config.api_key:
+            raise SandboxUnavailable(
+                "E2B sandbox backend needs an API key: set E2B_API_KEY (or pick another "
+                "backend with BILLING_RECON_SANDBOX)")
+        self.template, self.sandbox_timeout_s = template, sandbox_timeout_s
+        self.limits, self.request_timeout_s = limits or SandboxLimits(), request_timeout_s
+        self.client_grace_s = client_grace_s
+
+    def run(
+        self, code: str, files: Mapping[str, bytes], *, limits: SandboxLimits | None = None
+    ) -> SandboxResult:
+        """Run `code` in a new E2B sandbox holding `files`; always kills that sandbox."""
+        inputs = {check_file_name(name): data for name, data in files.items()}
+        limits = limits or self.limits
+        sandbox = self._create()
+        try:
+            script = self._upload(sandbox, code, inputs)
+            return self._execute(sandbox, script, limits)
+        finally:
+            self._kill(sandbox)
+
+    def close(self) -> None:
+        """Nothing to release: every run kills its own sandbox."""
+
+    def _create(self) -> E2BSdkSandbox:
+        try:
+            return E2BSdkSandbox.create(
+                template=self.template, timeout=self.sandbox_timeout_s,
+                allow_internet_access=False, metadata={"app": "billing-recon"},
+                request_timeout=self.request_timeout_s, **self._connection)
+        except Exception as exc:  # the SDK raises httpx, e2b and auth errors alike
+            raise SandboxUnavailable(f"E2B API could not create a sandbox: {exc}") from exc
+
+    def _upload(self, sandbox: E2BSdkSandbox, code: str, files: Mapping[str, bytes]) -> str:
+        """Write the inputs and the script (under a name no input can take) to the home dir."""
+        script = f".billing-recon-{secrets.token_hex(8)}.py"
+        try:
+            for name, data in {**files, script: code.encode()}.items():
+                sandbox.files.write(name, data, use_octet_stream=True,
+                                    request_timeout=self.request_timeout_s)
+        except Exception as exc:
+            raise SandboxUnavailable(f"E2B sandbox did not accept the files: {exc}") from exc
+        return script
+
+    def _execute(self, sandbox: E2BSdkSandbox, script: str, limits: SandboxLimits
+                 ) -> SandboxResult:
+        status_path = f"{OUTPUT_DIR}/{script.removesuffix('.py')}.json"
+        output = _Output(limits.max_output_bytes)
+        start = time.monotonic()
+        execution, problem = self._watched(sandbox, _driver_cell(script, status_path, limits),
+                                           output, limits.wall_timeout_s + self.client_grace_s)
+        duration = time.monotonic() - start
+        status = self._status(sandbox, status_path) if problem is None else {}
+        return self._result(sandbox, execution, output, status, problem, limits, duration)
+
+    def _watched(self, sandbox: E2BSdkSandbox, cell: str, output: _Output, deadline_s: float
+                 ) -> tuple[Execution, str | None]:
+        """run_code under a watchdog: the SDK's own timeout only fires when bytes arrive."""
+        outcome: list[tuple[Execution, str | None]] = []
+        call = threading.Thread(target=lambda: outcome.append(
+            self._run_code(sandbox, cell, output, deadline_s)), name="e2b-run-code", daemon=True)
+        call.start()
+        call.join(deadline_s)
+        if call.is_alive() or not outcome:
+            self._kill(sandbox)  # a real sandbox's death ends the stream, and the thread
+            return Execution(), "timeout"
+        return outcome[0]
+
+    def _run_code(self, sandbox: E2BSdkSandbox, cell: str, output: _Output, timeout: float
+                  ) -> tuple[Execution, str | None]:
+        try:
+            return sandbox.run_code(cell, on_stdout=output.on_stdout, on_stderr=output.on_stderr,
+                                    timeout=timeout, request_timeout=self.request_timeout_s), None
+        except TimeoutException:
+            return Execution(), "timeout"
+        except _OutputFlood:
+            return Execution(), "flood"
+        except Exception as exc:  # the kernel died under the code (os._exit, OOM): data
+            return Execution(), f"lost: {exc}"
+
+    def _status(self, sandbox: E2BSdkSandbox, path: str) -> dict[str, Any]:
+        try:
+            data = sandbox.files.read(path, format="bytes", request_timeout=self.request_timeout_s)
+            status: dict[str, Any] = json.loads(bytes(data))
+        except Exception as exc:
+            _log.warning("E2B run left no readable status file: %s", exc)
+            return {}
+        return status
+
+    def _result(self, sandbox: E2BSdkSandbox, execution: Execution, output: _Output,
+                status: dict[str, Any], problem: str | None, limits: SandboxLimits,
+                duration: float) -> SandboxResult:
+        error = _error(execution)
+        timed_out = problem == "timeout" or bool(status.get("timed_out"))
+        if problem is not None and problem.startswith("lost"):
+            error = ExecutionError(name="SandboxLost", value=problem[6:], traceback="")
+        elif problem == "flood":
+            error = ExecutionError(name="OutputFlood", value="output far beyond the cap; "
+                                   "the run was stopped", traceback="")
+        exit_code = None if timed_out else (1 if error else int(status.get("exit_code", 1)))
+        files, files_truncated = self._files(sandbox, status.get("files", []), limits)
+        return SandboxResult(
+            stdout=output.out.text(), stderr=output.err.text(), error=error,
+            timed_out=timed_out, exit_code=exit_code, duration_s=duration,
+            stdout_truncated=output.out.truncated or bool(status.get("stdout_truncated")),
+            stderr_truncated=output.err.truncated or bool(status.get("stderr_truncated")),
+            files=files, files_truncated=files_truncated, isolation=ISOLATION)
+
+    def _files(self, sandbox: E2BSdkSandbox, listed: list[list[Any]], limits: SandboxLimits
+               ) -> tuple[dict[str, bytes], bool]:
+        """The out/ files the driver listed, in path order, up to max_files_bytes in total."""
+        files: dict[str, bytes] = {}
+        budget, truncated = limits.max_files_bytes, False
+        for rel, size in sorted(listed):
+            if int(size) > budget:
+                truncated = True
+                continue
+            try:
+                data = bytes(sandbox.files.read(f"{OUTPUT_DIR}/{rel}", format="bytes",
+                                                request_timeout=self.request_timeout_s))
+            except Exception as exc:
+                raise SandboxUnavailable(f"E2B sandbox lost the file out/{rel}: {exc}") from exc
+            files[str(rel)] = data[:budget]
+            budget -= len(files[str(rel)])
+        return files, truncated
+
+    def _kill(self, sandbox: E2BSdkSandbox) -> None:
+        try:
+            sandbox.kill()
+        except Exception as exc:  # it still dies at its timeout; the result stands
+            _log.warning("could not kill E2B sandbox %s: %s", sandbox.sandbox_id, exc)

@@ -1,0 +1,88 @@
+"""Builds a Sandbox backend by name; the one place that knows every backend.
+
+- `local` (default): the warm bubblewrap pool when bubblewrap works here; otherwise, unless
+  strong isolation is required, the weak `subprocess` backend with a loud warning. Each result
+  names the isolation actually used, and the pipeline logs it with the ticket.
+- `bwrap`: the warm bubblewrap pool or SandboxUnavailable.
+- `subprocess`: the weak rlimit-subprocess backend (development only).
+- `e2b`: E2B's hosted code interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from billing_recon.errors import SandboxUnavailable
+from billing_recon.sandbox.bwrap import Jail, probe
+from billing_recon.sandbox.local import WarmPool
+from billing_recon.sandbox.port import Sandbox
+from billing_recon.sandbox.settings import SandboxSettings
+from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
+
+_log = logging.getLogger(__name__)
+DOWNGRADE_WARNING = (
+    "SANDBOX ISOLATION DOWNGRADED to 'rlimit-subprocess': bubblewrap cannot run here (%s). "
+    "Analysis scripts will run as this user, with network access and host files in reach. "
+    "Set BILLING_RECON_SANDBOX_REQUIRE_ISOLATION=true to refuse instead."
+)
+
+
+def _bwrap(settings: SandboxSettings) -> Sandbox:
+    jail = Jail.for_this_python(settings.bwrap, settings.uid, settings.tmpfs_bytes)
+    reason = probe(jail)
+    if reason is not None:
+        raise SandboxUnavailable(f"bubblewrap isolation is unavailable: {reason}")
+    return WarmPool(jail, workers=settings.workers, limits=settings.limits,
+                    jobs_per_worker=settings.jobs_per_worker)
+
+
+def _subprocess(settings: SandboxSettings) -> Sandbox:
+    if settings.require_isolation:
+        raise SandboxUnavailable(
+            "the 'subprocess' sandbox is weak, and strong isolation is required "
+            "(BILLING_RECON_SANDBOX_REQUIRE_ISOLATION)")
+    return SubprocessSandbox(limits=settings.limits)
+
+
+def _local(settings: SandboxSettings) -> Sandbox:
+    try:
+        return _bwrap(settings)
+    except SandboxUnavailable as exc:
+        if settings.require_isolation:
+            raise SandboxUnavailable(
+                f"strong isolation is required (BILLING_RECON_SANDBOX_REQUIRE_ISOLATION) "
+                f"and {exc}") from exc
+        _log.warning(DOWNGRADE_WARNING, exc)
+    return SubprocessSandbox(limits=settings.limits)
+
+
+def _e2b(settings: SandboxSettings) -> Sandbox:
+    from billing_recon.sandbox.e2b_backend import E2BSandbox  # the SDK only when asked for
+
+    return E2BSandbox(api_key=settings.e2b_api_key, template=settings.e2b_template,
+                      sandbox_timeout_s=settings.e2b_timeout_s, limits=settings.limits)
+
+
+_BACKENDS: dict[str, Callable[[SandboxSettings], Sandbox]] = {
+    "local": _local,
+    "bwrap": _bwrap,
+    "subprocess": _subprocess,
+    "e2b": _e2b,
+}
+
+
+def available_backends() -> list[str]:
+    """Names `make_sandbox` accepts."""
+    return sorted(_BACKENDS)
+
+
+def make_sandbox(backend: str = "local", settings: SandboxSettings | None = None) -> Sandbox:
+    """A sandbox of the named backend; SandboxUnavailable when it cannot be had."""
+    try:
+        build = _BACKENDS[backend]
+    except KeyError:
+        raise SandboxUnavailable(
+            f"unknown sandbox backend {backend!r}; available: {', '.join(available_backends())}"
+        ) from None
+    return build(settings or SandboxSettings.from_env())

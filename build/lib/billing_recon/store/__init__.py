@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, repositories, migrations, CSV loader, sample data."""

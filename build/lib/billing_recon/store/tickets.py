@@ -1,0 +1,224 @@
+"""Ticket repository: open tickets, apply FSM transitions and append events atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing_recon.domain.email import InboundEmail as ParsedEmail
+from billing_recon.domain.fsm import Reason, State, check_transition
+from billing_recon.errors import ConcurrentTransition, UserInputError
+from billing_recon.store.models import InboundEmail, Ticket, TicketEvent, TicketKeyClaim
+from billing_recon.store.types import utcnow
+
+Sessions = sessionmaker[Session]
+
+
+def format_ticket_id(ticket_id: int) -> str:
+    """The public form of a ticket id: ``T-000042``."""
+    return f"T-{ticket_id:06d}"
+
+
+def parse_ticket_id(text: str) -> int:
+    """Accept ``T-000042``, ``t-42`` or ``42``."""
+    raw = text.strip().upper().removeprefix("T-")
+    if not raw.isdigit():
+        raise UserInputError(f"not a ticket id: {text!r} (expected T-000042)")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The ticket of an email and whether this call created it."""
+
+    ticket: Ticket
+    created: bool
+
+
+def open_ticket(sessions: Sessions, email: ParsedEmail, source: str | None) -> Opened:
+    """One ticket per email (SPEC §5): create it in RECEIVED, or return the existing one."""
+    existing = find_by_email(sessions, email.email_id)
+    if existing is not None:
+        return Opened(existing, created=False)
+    try:
+        with sessions() as session, session.begin():
+            if session.get(InboundEmail, email.email_id) is None:  # not stored by receive()
+                session.add(InboundEmail(email_id=email.email_id, source=source,
+                                         raw=email.raw.decode("utf-8", "surrogateescape")))
+            ticket = Ticket(email_id=email.email_id, state=State.RECEIVED.value, version=1,
+                            sender=email.sender, subject=email.subject)
+            session.add(ticket)
+            session.flush()
+            session.add(_event(ticket.id, 1, "transition", None, State.RECEIVED, None,
+                               "open_ticket", {"email_id": email.email_id, "source": source}))
+        return Opened(ticket, created=True)
+    except IntegrityError:
+        # Another worker opened the same email at the same moment: that ticket is ours.
+        found = find_by_email(sessions, email.email_id)
+        if found is None:
+            raise
+        return Opened(found, created=False)
+
+
+def receive(sessions: Sessions, email: ParsedEmail, source: str | None) -> bool:
+    """Store an inbound email for a later batch (the inbox table); False when already known."""
+    try:
+        with sessions() as session, session.begin():
+            if session.get(InboundEmail, email.email_id) is not None:
+                return False
+            session.add(InboundEmail(email_id=email.email_id, source=source,
+                                     raw=email.raw.decode("utf-8", "surrogateescape")))
+        return True
+    except IntegrityError:
+        return False  # stored by a concurrent receiver
+
+
+def unticketed(sessions: Sessions) -> list[InboundEmail]:
+    """Stored emails that have no ticket yet, in arrival order."""
+    with sessions() as session:
+        query = (select(InboundEmail).outerjoin(Ticket, Ticket.email_id == InboundEmail.email_id)
+                 .where(Ticket.id.is_(None))
+                 .order_by(InboundEmail.received_at, InboundEmail.email_id))
+        return list(session.scalars(query))
+
+
+def find_by_email(sessions: Sessions, email_id: str) -> Ticket | None:
+    """The ticket of an email, if any."""
+    with sessions() as session:
+        return session.scalar(select(Ticket).where(Ticket.email_id == email_id))
+
+
+def get(sessions: Sessions, ticket_id: int) -> Ticket:
+    """Load a ticket or raise a user-facing error."""
+    with sessions() as session:
+        ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
+    return ticket
+
+
+def _event(ticket_id: int, seq: int, kind: str, source: State | None, target: State | None,
+           reason: Reason | None, actor: str, payload: dict[str, Any]) -> TicketEvent:
+    return TicketEvent(ticket_id=ticket_id, seq=seq, kind=kind,
+                       from_state=source.value if source else None,
+                       to_state=target.value if target else None,
+                       reason=reason.value if reason else None, actor=actor, payload=payload)
+
+
+def _bump(session: Session, ticket: Ticket, values: dict[str, Any]) -> int:
+    """Optimistic lock: advance the version only if nobody else did meanwhile."""
+    new_version = ticket.version + 1
+    result = session.execute(
+        update(Ticket)
+        .where(Ticket.id == ticket.id, Ticket.version == ticket.version)
+        .values(version=new_version, updated_at=utcnow(), **values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConcurrentTransition(f"{format_ticket_id(ticket.id)} changed concurrently")
+    return new_version
+
+
+def transition(
+    sessions: Sessions,
+    ticket_id: int,
+    target: State,
+    *,
+    reason: Reason | None = None,
+    actor: str,
+    payload: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+    within: Callable[[Session, Ticket], None] | None = None,
+    expect: State | None = None,
+) -> Ticket:
+    """Move a ticket, validated by the FSM, with its event in the same transaction.
+
+    ``within`` runs extra writes (ledger rows, key claims) inside that transaction.
+    ``expect`` guards against acting on a stale read: the move happens only from that state.
+    """
+    with sessions() as session, session.begin():
+        ticket = session.get(Ticket, ticket_id, with_for_update=True)
+        if ticket is None:
+            raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
+        source = State(ticket.state)
+        if expect is not None and source != expect:
+            raise ConcurrentTransition(
+                f"{format_ticket_id(ticket_id)} is {source.value}, expected {expect.value}"
+            )
+        check_transition(source, target, reason)
+        if within is not None:
+            within(session, ticket)
+        values = {"state": target.value, "reason": reason.value if reason else None}
+        seq = _bump(session, ticket, {**values, **(fields or {})})
+        session.add(_event(ticket_id, seq, "transition", source, target, reason, actor,
+                           payload or {}))
+    return get(sessions, ticket_id)
+
+
+def note_within(session: Session, ticket: Ticket, kind: str, actor: str,
+                payload: dict[str, Any]) -> None:
+    """Append a non-transition event inside the caller's transaction (which holds the ticket's
+    row lock), advancing its version: for a write that must commit with other rows."""
+    seq = _bump(session, ticket, {})
+    session.add(_event(ticket.id, seq, kind, None, None, None, actor, payload))
+
+
+def note(sessions: Sessions, ticket_id: int, kind: str, actor: str,
+         payload: dict[str, Any], fields: dict[str, Any] | None = None) -> None:
+    """Append a non-transition event (an attempt, a refusal, a model call) to the log."""
+    for _ in range(5):  # a concurrent event only moves the sequence number: retry
+        try:
+            with sessions() as session, session.begin():
+                ticket = session.get(Ticket, ticket_id, with_for_update=True)
+                if ticket is None:
+                    raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
+                seq = _bump(session, ticket, fields or {})
+                session.add(_event(ticket_id, seq, kind, None, None, None, actor, payload))
+            return
+        except (ConcurrentTransition, IntegrityError):
+            continue
+    raise ConcurrentTransition(f"could not log {kind} on {format_ticket_id(ticket_id)}")
+
+
+def events(sessions: Sessions, ticket_id: int, kind: str | None = None) -> list[TicketEvent]:
+    """The ticket's event log in order, optionally of one kind."""
+    with sessions() as session:
+        query = select(TicketEvent).where(TicketEvent.ticket_id == ticket_id)
+        if kind is not None:
+            query = query.where(TicketEvent.kind == kind)
+        return list(session.scalars(query.order_by(TicketEvent.seq)))
+
+
+def claim_key(session: Session, ticket_key: str, ticket_id: int) -> int:
+    """Claim a ticket key inside the caller's transaction; returns the owner's ticket id."""
+    owner = session.scalar(select(TicketKeyClaim.ticket_id).where(
+        TicketKeyClaim.ticket_key == ticket_key))
+    if owner is not None:
+        return owner
+    try:
+        with session.begin_nested():
+            session.add(TicketKeyClaim(ticket_key=ticket_key, ticket_id=ticket_id))
+    except IntegrityError:
+        owner = session.scalar(select(TicketKeyClaim.ticket_id).where(
+            TicketKeyClaim.ticket_key == ticket_key))
+        if owner is None:
+            raise
+        return owner
+    return ticket_id
+
+
+def in_state(sessions: Sessions, *states: State) -> list[Ticket]:
+    """Tickets currently in any of ``states``, oldest first."""
+    with sessions() as session:
+        query = select(Ticket).where(Ticket.state.in_([s.value for s in states]))
+        return list(session.scalars(query.order_by(Ticket.id)))
+
+
+def count(sessions: Sessions) -> int:
+    """Number of tickets."""
+    with sessions() as session:
+        return int(session.scalar(select(func.count(Ticket.id))) or 0)

@@ -1,0 +1,365 @@
+"""Implementations of the CLI commands (argument parsing lives in main.py)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from billing_recon import reports, runtime
+from billing_recon.domain import totp
+from billing_recon.domain.fsm import State
+from billing_recon.domain.proposal import Proposal
+from billing_recon.errors import ApprovalRefused, UserInputError
+from billing_recon.steps import approval_gate, presentation
+from billing_recon.steps.deps import Deps
+from billing_recon.store import approvers, ledger, tickets
+from billing_recon.store.csv_loader import load_directory
+from billing_recon.store.models import Ticket
+from billing_recon_cli.output import emit
+
+SETTLE_AFTER_RESUME_S = 30.0
+
+
+def load(args: argparse.Namespace) -> int:
+    """Import the CSVs of a directory (all or nothing)."""
+    deps = runtime.build()
+    report = load_directory(deps.sessions, Path(args.data_dir))
+    print(report.summary())
+    return 0
+
+
+def _check_paths(paths: list[str]) -> None:
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise UserInputError(f"no such email file: {', '.join(missing)}")
+
+
+def process(args: argparse.Namespace) -> int:
+    """Run each email's ticket flow; report tickets as they become pending or end."""
+    from billing_recon_cli import driver
+
+    _check_paths(args.emails)
+    runtime.build()
+
+    def on_update(path: str, ticket: Ticket) -> None:
+        if args.json:
+            emit(reports.ticket_line(path, ticket))
+        else:
+            refund = reports.refund_summary(ticket)
+            amount = f" {refund['amount']} {refund['currency']}" if refund else ""
+            print(f"{path}: {tickets.format_ticket_id(ticket.id)} {ticket.state}"
+                  f"{'(' + ticket.reason + ')' if ticket.reason else ''}{amount}", flush=True)
+
+    def on_problem(path: str, ticket: Ticket, problem: dict[str, Any]) -> None:
+        if args.json:
+            emit({**reports.ticket_line(path, ticket), **problem})
+        else:
+            what = problem.get("error") or f"waiting: {problem.get('waiting')}"
+            print(f"{path}: {tickets.format_ticket_id(ticket.id)} stays {ticket.state} "
+                  f"({what}); processing the email again resumes it", flush=True)
+
+    driver.run_emails(args.emails, args.wait, on_update, on_problem)
+    return 0
+
+
+def approvals(args: argparse.Namespace) -> int:
+    """List tickets awaiting a decision."""
+    deps = runtime.build()
+    pending = tickets.in_state(deps.sessions, State.APPROVAL_PENDING)
+    rows = [_approval_row(deps, t) for t in pending]
+    if args.json:
+        emit(rows)
+        return 0
+    if not rows:
+        print("No ticket is awaiting a decision.")
+        return 0
+    print(reports.table(["ticket", "customer", "refund", "reasons", "claimed", "proposal",
+                         "approvals"],
+                        [[r["ticket_id"], r["customer_id"], f"{r['amount']} {r['currency']}",
+                          ",".join(r["reasons"]), ",".join(r["claimed"]) or "-",
+                          r["proposal_hash"][:12],
+                          f"{len(r['approvals']['approved_by'])}/{r['approvals']['required']}"]
+                         for r in rows]))
+    return 0
+
+
+def _approval_row(deps: Deps, ticket: Ticket) -> dict[str, Any]:
+    proposal = Proposal.model_validate(ticket.proposal)
+    refund = reports.refund_summary(ticket) or {}
+    return {"ticket_id": tickets.format_ticket_id(ticket.id), "customer_id": ticket.customer_id,
+            "sender": ticket.sender, "amount": refund.get("amount"),
+            "currency": refund.get("currency"), "reasons": refund.get("reasons", []),
+            "claimed": proposal.claimed, "proposal_hash": ticket.proposal_hash,
+            "deadline": ticket.approval_deadline.isoformat() if ticket.approval_deadline else None,
+            "approvals": _approvals(deps, ticket)}
+
+
+def approve(args: argparse.Namespace) -> int:
+    """Approve a ticket, then see its refund executed (by its waiting run, or here)."""
+    return _decide(args, approve=True)
+
+
+def reject(args: argparse.Namespace) -> int:
+    """Reject a ticket: no money moves."""
+    return _decide(args, approve=False)
+
+
+def _decide(args: argparse.Namespace, approve: bool) -> int:
+    """Decide each ticket in turn (one code may serve them all); 1 if any was refused."""
+    ids = [tickets.parse_ticket_id(t) for t in args.tickets]
+    if args.hash and len(ids) > 1:
+        raise UserInputError("--hash checks one proposal: give exactly one TICKET with it")
+    if len(ids) == 1:
+        _decide_one(args, ids[0], approve)
+        return 0
+    refused = 0
+    for ticket_id in ids:
+        try:
+            _decide_one(args, ticket_id, approve)
+        except ApprovalRefused as exc:  # the others are still decided
+            print(f"billing-recon: {exc}", file=sys.stderr, flush=True)
+            refused += 1
+    return 1 if refused else 0
+
+
+def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None:
+    from billing_recon_cli import driver
+
+    deps = runtime.build()
+    before = tickets.get(deps.sessions, ticket_id)
+    driver.check_server_access(before)
+    digest = before.proposal_hash or ""
+    if args.hash and not digest.startswith(args.hash):
+        raise ApprovalRefused(f"the current proposal is {digest[:12]}, not {args.hash}")
+    decision = approval_gate.Decision(approve=approve, approver=args.by, proposal_hash=digest,
+                                      channel="cli", note=args.note, code=args.code or "")
+    outcome = approval_gate.decide(deps, ticket_id, decision, f"cli:{args.by}")
+    name, after = tickets.format_ticket_id(ticket_id), outcome.ticket
+    count = presentation.approvals_line(approval_gate.approval_count(deps, after))
+    done = "by" if outcome.counted else "(already recorded, counted once) by"
+    print(f"{name}: {after.state} {done} {args.by}{'; ' + count if count else ''}", flush=True)
+    final = _follow_through(before, decision)
+    print(f"{name}: {final.state}{'(' + final.reason + ')' if final.reason else ''}")
+    for row in _ticket_refunds(ticket_id):
+        print(f"  refunded {row['amount']} {row['currency']} on {row['payment_id']} "
+              f"({row['refund_id']})")
+    _check_outcome(deps, before, final, approve)
+
+
+#: Where a decision may leave its ticket without anything having gone wrong: refunded (or on
+#: its way, on a work pool's worker), waiting for a second approver, or rejected.
+_DECIDED = {True: {State.REFUNDED.value, State.CLOSED.value, State.APPROVAL_PENDING.value},
+            False: {State.REJECTED_BY_APPROVER.value}}
+
+
+def _check_outcome(deps: Deps, before: Ticket, final: Ticket, approve: bool) -> None:
+    """Exit non-zero, saying why, when the decision did not lead where it should (SPEC §8)."""
+    from billing_recon_cli import driver
+
+    if final.state in _DECIDED[approve] or (approve and before.waiter == driver.SUSPENDED):
+        return
+    events = tickets.events(deps.sessions, final.id)
+    why = next((e.payload.get("error") or e.payload.get("gateway_error") for e in
+                reversed(events) if e.payload.get("error") or e.payload.get("gateway_error")),
+               None)
+    state = f"{final.state}({final.reason})" if final.reason else final.state
+    raise ApprovalRefused(f"{tickets.format_ticket_id(final.id)}: the approval was recorded but "
+                          f"no refund was made: the ticket is {state}"
+                          f"{': ' + str(why) if why else ''}")
+
+
+def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
+    """Resume the run waiting on this ticket; if none is alive, run its flow here.
+
+    A run suspended on a work pool is only resumed: the pool's workers own it.
+
+    After a first of two approvals the run is resumed too: it finds the approval recorded
+    (the same code: a repeat, not a new decision) and asks again, showing 1 of 2.
+    """
+    from billing_recon_cli import driver
+
+    deps = runtime.build()
+    form = {"approve": decision.approve, "approver": decision.approver, "note": decision.note,
+            "code": decision.code, "proposal_hash": before.proposal_hash or ""}
+    if driver.resume_waiting(before, form):
+        if before.waiter == driver.SUSPENDED:
+            # Deployed: a worker re-runs the ticket; running it here too would only race it.
+            print(f"{tickets.format_ticket_id(before.id)}: its suspended run was resumed; a "
+                  "worker of the pool carries it on", flush=True)
+            return tickets.get(deps.sessions, before.id)
+        deadline = time.monotonic() + SETTLE_AFTER_RESUME_S
+        while time.monotonic() < deadline:
+            ticket = tickets.get(deps.sessions, before.id)
+            if ticket.state not in (State.APPROVED.value, State.REFUNDED.value):
+                return ticket
+            time.sleep(0.2)
+    ticket = tickets.get(deps.sessions, before.id)
+    if decision.approve and ticket.state in (State.APPROVED.value, State.REFUNDED.value):
+        driver.continue_ticket(before.id)
+    return tickets.get(deps.sessions, before.id)
+
+
+def _ticket_refunds(ticket_id: int) -> list[dict[str, Any]]:
+    deps = runtime.build()
+    with deps.sessions() as session:
+        return [reports.refund_row(r) for r in ledger.all_refunds(session)
+                if r.ticket_id == ticket_id]
+
+
+def show_ticket(args: argparse.Namespace) -> int:
+    """State, proposal, decisions and the full event log of a ticket."""
+    deps = runtime.build()
+    ticket_id = tickets.parse_ticket_id(args.ticket)
+    ticket = tickets.get(deps.sessions, ticket_id)
+    data = {**reports.ticket_line("", ticket), "sender": ticket.sender,
+            "subject": ticket.subject, "customer_id": ticket.customer_id,
+            "scope": ticket.scope, "triage": ticket.triage, "proposal": ticket.proposal,
+            "proposal_hash": ticket.proposal_hash, "reply": ticket.reply,
+            "duplicate_of": tickets.format_ticket_id(ticket.duplicate_of)
+            if ticket.duplicate_of else None,
+            "decisions": [reports.decision_row(d)
+                          for d in approval_gate.decisions(deps, ticket_id)],
+            "approvals": _approvals(deps, ticket),
+            "events": [reports.event_row(e) for e in tickets.events(deps.sessions, ticket_id)]}
+    del data["email"]
+    if args.json:
+        emit(data)
+        return 0
+    _print_ticket(data)
+    return 0
+
+
+def _approvals(deps: Deps, ticket: Ticket) -> dict[str, Any]:
+    progress = approval_gate.approval_count(deps, ticket)
+    return {"required": progress.required, "approved_by": list(progress.approved_by),
+            "codes_required": progress.codes}
+
+
+def _print_ticket(data: dict[str, Any]) -> None:
+    reason = f" ({data['reason']})" if data["reason"] else ""
+    print(f"{data['ticket_id']}  {data['state']}{reason}\n  from {data['sender']}: "
+          f"{data['subject']}\n  key {data['ticket_key']}")
+    if data["refund"]:
+        print(f"  refund {data['refund']['amount']} {data['refund']['currency']} "
+              f"{json.dumps(data['refund']['invoices'])} reasons {data['refund']['reasons']}")
+    held = Proposal.model_validate(data["proposal"]).covered if data["proposal"] else []
+    for covered in held:
+        print(f"  already held elsewhere: {presentation.covered_line(covered)}")
+    if data["duplicate_of"]:
+        print(f"  duplicate of {data['duplicate_of']}")
+    for d in data["decisions"]:
+        print(f"  decision: {reports.decision_text(d)}")
+    if data["approvals"]["required"] > 1:
+        print(f"  four-eyes (frozen on the proposal): {len(data['approvals']['approved_by'])} "
+              f"of {data['approvals']['required']} approvals")
+    print(reports.table(["seq", "at", "event", "reason", "actor"],
+                        [[str(e["seq"]), e["at"][:19], e["to"] or e["kind"], e["reason"] or "",
+                          e["actor"]] for e in data["events"]]))
+
+
+def refunds(args: argparse.Namespace) -> int:
+    """Every refund in the ledger, loaded history included."""
+    deps = runtime.build()
+    with deps.sessions() as session:
+        rows = [reports.refund_row(r) for r in ledger.all_refunds(session)]
+    if args.json:
+        emit(rows)
+        return 0
+    print(reports.table(["refund", "payment", "amount", "ticket", "at"],
+                        [[r["refund_id"], r["payment_id"], f"{r['amount']} {r['currency']}",
+                          r["ticket_id"] or "-", r["refunded_at"][:19]] for r in rows]))
+    return 0
+
+
+def _actor() -> str:
+    """Who changes the registry: the operating-system user running the command."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return "cli:unknown"
+
+
+def approvers_cmd(args: argparse.Namespace) -> int:
+    """``approvers add|disable|enable|list|audit|code``: the approver registry."""
+    handler = {"add": _approver_add, "disable": _approver_switch, "enable": _approver_switch,
+               "list": _approver_list, "audit": _approver_audit,
+               "code": _approver_code}[args.approvers_command]
+    return handler(args)
+
+
+def _approver_add(args: argparse.Namespace) -> int:
+    deps = runtime.build()
+    secret = totp.normalise_secret(args.totp_secret) if args.totp_secret else totp.new_secret()
+    row = approvers.add(deps.sessions, deps.settings.approver_key(), name=args.name,
+                        email=args.email, role=args.role, secret=secret, actor=_actor())
+    print(f"Enrolled {row.name} ({row.role}, {row.email}).\n"
+          "Add this to the approver's authenticator app (it holds the secret: show it to "
+          "nobody else, keep no copy):", flush=True)
+    print(totp.provisioning_uri(secret, row.name), flush=True)
+    if row.role == approvers.DEMO_ROLE:
+        print(f"Demo approver: `billing-recon approvers code {row.name}` prints its code.")
+    return 0
+
+
+def _approver_switch(args: argparse.Namespace) -> int:
+    deps = runtime.build()
+    enable = args.approvers_command == "enable"
+    changed = approvers.set_enabled(deps.sessions, args.name, enable, _actor())
+    state = "enabled" if enable else "disabled"
+    print(f"{args.name} is {state}" if changed else f"{args.name} was already {state}")
+    return 0
+
+
+def _approver_list(args: argparse.Namespace) -> int:
+    deps = runtime.build()
+    rows = [reports.approver_row(a) for a in approvers.all_approvers(deps.sessions)]
+    if args.json:
+        emit(rows)
+        return 0
+    if not rows:
+        names = ", ".join(deps.settings.approvers) or "nobody"
+        print("No approver is enrolled: " + (
+            "no decision counts (BILLING_RECON_REQUIRE_CODE is set)"
+            if deps.settings.require_verified_code
+            else f"the configured names decide without a code ({names})."))
+        return 0
+    print(reports.table(["name", "email", "role", "enabled", "since"],
+                        [[r["name"], r["email"], r["role"], "yes" if r["enabled"] else "no",
+                          r["created_at"][:10]] for r in rows]))
+    return 0
+
+
+def _approver_audit(args: argparse.Namespace) -> int:
+    deps = runtime.build()
+    rows = [reports.audit_row(a) for a in approvers.audit(deps.sessions, args.name)]
+    if args.json:
+        emit(rows)
+        return 0
+    print(reports.table(["at", "approver", "action", "by"],
+                        [[r["at"][:19], r["approver"], r["action"], r["actor"]] for r in rows]))
+    return 0
+
+
+def _approver_code(args: argparse.Namespace) -> int:
+    """The current code of a demo approver only: a real one's code lives on their device."""
+    deps = runtime.build()
+    row = approvers.get(deps.sessions, args.name)
+    if row is None or row.role != approvers.DEMO_ROLE:
+        raise UserInputError(f"{args.name!r} is not a demo approver: read the code from the "
+                             "authenticator app it was enrolled in")
+    print(totp.code_at(approvers.secret_of(deps.settings.approver_key(), row), time.time()))
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Seed sample data, process the sample inbox, compare with the ground truth."""
+    from billing_recon_cli.demo import run_demo
+
+    return run_demo(Path(args.dir), args.seed, args.wait)
+
+

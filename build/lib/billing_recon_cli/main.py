@@ -1,0 +1,146 @@
+"""The ``billing-recon`` command (SPEC §8): arguments, exit codes, the environment it sets.
+
+Commands that run flows import Prefect's side (flows, tasks, blocks, the driver) lazily, so
+commands that only read the database (``tickets show``, ``refunds``) start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from billing_recon.errors import BillingReconError, UserInputError
+
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # offline machines: no telemetry calls
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",  # stdout stays clean for --json; -v shows flow logs
+    # The temporary server takes 10-30 s to start on a loaded 2-core machine; Prefect's 20 s
+    # default made `demo` fail now and then there (seen in the suite, old and new code alike).
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="billing-recon", description=__doc__.splitlines()[0])
+    p.add_argument("--db", help="database URL (default: BILLING_RECON_DATABASE_URL or "
+                   "sqlite:///billing_recon.db)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect flow logs")
+    sub = p.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="seed sample data, process the sample inbox, "
+                          "show pending approvals")
+    demo.add_argument("--dir", default="demo", help="where the sample data goes (./demo)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--wait", type=float, default=300.0,
+                      help="seconds to wait for decisions after the table (default 300)")
+    load = sub.add_parser("load", help="import the CSV files of a directory")
+    load.add_argument("data_dir")
+    proc = sub.add_parser("process", help="run the ticket flow for each .eml file")
+    proc.add_argument("emails", nargs="+", metavar="EML")
+    proc.add_argument("--json", action="store_true", help="one JSON object per line")
+    proc.add_argument("--wait", type=float, default=600.0,
+                      help="seconds to wait for pending decisions (default 600)")
+    apps = sub.add_parser("approvals", help="list tickets awaiting a decision")
+    apps.add_argument("--json", action="store_true")
+    _decision_parsers(sub)
+    _approver_parsers(sub)
+    tick = sub.add_parser("tickets", help="inspect tickets")
+    tsub = tick.add_subparsers(dest="tickets_command", required=True)
+    show = tsub.add_parser("show", help="state, proposal and full event log")
+    show.add_argument("ticket", metavar="TICKET")
+    show.add_argument("--json", action="store_true")
+    refunds = sub.add_parser("refunds", help="refunds in the ledger")
+    refunds.add_argument("--json", action="store_true")
+    blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
+    bsub = blocks.add_subparsers(dest="blocks_command", required=True)
+    breg = bsub.add_parser("register", help="register the block types and save a block set "
+                           "from the current environment and defaults")
+    breg.add_argument("--name", default="default", help="block set name (default: default)")
+    breg.add_argument("--overwrite", action="store_true", help="replace existing blocks")
+    return p
+
+
+def _decision_parsers(sub: Any) -> None:
+    for name in ("approve", "reject"):
+        d = sub.add_parser(name, help=f"{name} proposed refunds (one code may decide several)")
+        d.add_argument("tickets", nargs="+", metavar="TICKET")
+        d.add_argument("--by", required=True, metavar="NAME", help="approver name")
+        d.add_argument("--code", default="", metavar="CODE",
+                       help="the approver's current one-time code (authenticator app)")
+        d.add_argument("--note", default="", metavar="TEXT")
+        d.add_argument("--hash", default=None, metavar="PREFIX",
+                       help="refuse unless the current proposal hash starts with PREFIX")
+
+
+def _approver_parsers(sub: Any) -> None:
+    reg = sub.add_parser("approvers", help="enroll, disable, enable and list approvers")
+    asub = reg.add_subparsers(dest="approvers_command", required=True)
+    add = asub.add_parser("add", help="enroll an approver; prints the authenticator URI")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--email", required=True, metavar="ADDR")
+    add.add_argument("--role", default="approver", metavar="ROLE",
+                     help="approver (default); demo: its code is printable, for the demo only")
+    add.add_argument("--totp-secret", default=None, metavar="BASE32",
+                     help="enroll a known secret (scripts) instead of a new random one")
+    for name in ("disable", "enable", "code"):
+        what = {"code": "print the current code of a demo approver"}.get(name, f"{name} one")
+        asub.add_parser(name, help=what).add_argument("name", metavar="NAME")
+    listing = asub.add_parser("list", help="enrolled approvers (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    audit = asub.add_parser("audit", help="every change of the registry, oldest first")
+    audit.add_argument("name", nargs="?", default=None, metavar="NAME")
+    audit.add_argument("--json", action="store_true")
+
+
+def _environment(args: argparse.Namespace) -> None:
+    if args.db:
+        os.environ["BILLING_RECON_DATABASE_URL"] = args.db
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if args.verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    if os.environ.get("BILLING_RECON_BLOCKS", "").strip():
+        # The commands then use the same block set as the flows (Prefect's side, lazily).
+        from billing_recon import runtime
+        from tasks.runtime import block_settings
+
+        runtime.use_settings_from(block_settings)
+
+
+def _blocks(args: argparse.Namespace) -> int:
+    # Imported here: the blocks package is Prefect's side, the core stays importable without it.
+    from blocks.registration import register
+
+    return register(args.name, args.overwrite)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 1 on a refused action, 2 on input the user must fix."""
+    args = _parser().parse_args(argv)
+    _environment(args)
+    from billing_recon_cli import commands
+
+    handler = {"demo": commands.demo, "load": commands.load, "process": commands.process,
+               "approvals": commands.approvals, "approve": commands.approve,
+               "reject": commands.reject, "tickets": commands.show_ticket,
+               "refunds": commands.refunds, "blocks": _blocks,
+               "approvers": commands.approvers_cmd}[args.command]
+    try:
+        return handler(args)
+    except UserInputError as exc:
+        print(f"billing-recon: error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        print(f"billing-recon: error: cannot reach the database: {exc.orig}", file=sys.stderr)
+        return 2
+    except BillingReconError as exc:
+        print(f"billing-recon: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: tickets keep their last committed state", file=sys.stderr)
+        return 130

@@ -1,0 +1,80 @@
+"""The core ``Settings`` from the blocks saved under one name (a "block set").
+
+A missing block means its part of the settings comes from the environment and the defaults,
+exactly as without blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.exceptions import ObjectNotFound
+
+from billing_recon.config import Settings
+from blocks.approval import ApprovalPolicy
+from blocks.database import BillingDatabase
+from blocks.gateway import PaymentGateway
+from blocks.llm import LlmEndpoint
+from blocks.parts import SettingsPart
+from blocks.sandbox import SandboxConfig
+
+DEFAULT_BLOCK_SET = "default"
+AnyBlock = BillingDatabase | LlmEndpoint | SandboxConfig | PaymentGateway | ApprovalPolicy
+#: Every block type of billing-recon, in the order they are registered and reported.
+BLOCK_TYPES: tuple[type[AnyBlock], ...] = (BillingDatabase, LlmEndpoint, SandboxConfig,
+                                           PaymentGateway, ApprovalPolicy)
+B = TypeVar("B", bound=Block)
+
+
+@dataclass(frozen=True)
+class BlockSet:
+    """The five blocks saved under one name; None where no such block is saved."""
+
+    database: BillingDatabase | None = None
+    llm: LlmEndpoint | None = None
+    sandbox: SandboxConfig | None = None
+    gateway: PaymentGateway | None = None
+    approval: ApprovalPolicy | None = None
+
+    def found(self) -> list[AnyBlock]:
+        """The blocks that exist."""
+        blocks = (self.database, self.llm, self.sandbox, self.gateway, self.approval)
+        return [block for block in blocks if block is not None]
+
+    def settings(self) -> Settings:
+        """The core settings: each block's part, the rest from the environment."""
+        part: SettingsPart = {}
+        for block in self.found():
+            part.update(block.settings_part())
+        return Settings(**part)
+
+
+def _read(client: SyncPrefectClient, cls: type[B], name: str) -> B | None:
+    try:
+        document = client.read_block_document_by_name(name, cls.get_block_type_slug(),
+                                                       include_secrets=True)
+    except ObjectNotFound:
+        return None
+    return cls.model_validate(document.data)
+
+
+def load_block_set(name: str = DEFAULT_BLOCK_SET) -> BlockSet:
+    """The blocks saved under ``name`` on the configured Prefect server.
+
+    Uses the synchronous client so that it works the same from sync code and from inside an
+    async task (``Block.load`` hands back a coroutine there).
+    """
+    with get_client(sync_client=True) as client:
+        return BlockSet(database=_read(client, BillingDatabase, name),
+                        llm=_read(client, LlmEndpoint, name),
+                        sandbox=_read(client, SandboxConfig, name),
+                        gateway=_read(client, PaymentGateway, name),
+                        approval=_read(client, ApprovalPolicy, name))
+
+
+def settings_from_blocks(name: str = DEFAULT_BLOCK_SET) -> Settings:
+    """The core ``Settings`` from the blocks saved under ``name`` (missing ones: the env)."""
+    return load_block_set(name).settings()

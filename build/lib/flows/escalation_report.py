@@ -1,0 +1,51 @@
+"""Flow escalation-report: what an escalated ticket looks like, for whoever picks it up.
+
+Run by the automation in deployments/prefect.yaml on every ``billing-recon.ticket.escalated``
+event; it only reads the ticket and publishes it, it changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.logging import get_run_logger
+from pydantic import Field
+
+from billing_recon.reports import event_row
+from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
+from tasks.runtime import deps, in_thread
+
+LAST_EVENTS = 10
+
+
+def _markdown(ticket: Ticket, events: list[dict[str, Any]]) -> str:
+    """The ticket's state and reason above a table of its latest events."""
+    name = tickets.format_ticket_id(ticket.id)
+    lines = [f"# {name} escalated", "",
+             f"- **State:** {ticket.state}", f"- **Reason:** {ticket.reason or '-'}",
+             f"- **From:** {ticket.sender}", f"- **Subject:** {ticket.subject}", "",
+             f"## Last {len(events)} events", "",
+             "| seq | at | kind | from | to | reason | actor |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['seq']} | {e['at']} | {e['kind']} | {e['from'] or ''} | {e['to'] or ''} "
+              f"| {e['reason'] or ''} | {e['actor']} |" for e in events]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="escalation-report", persist_result=False)
+async def escalation_report(
+    ticket_id: Annotated[str, Field(
+        pattern=r"^T-\d+$", description="The escalated ticket, e.g. T-000042")],
+) -> dict[str, Any]:
+    """Publish an escalated ticket's state, reason and last events as a markdown artifact."""
+    number = tickets.parse_ticket_id(ticket_id)
+    ticket = await in_thread(tickets.get, deps().sessions, number)
+    log = await in_thread(tickets.events, deps().sessions, number)
+    events = [event_row(e) for e in log[-LAST_EVENTS:]]
+    await acreate_markdown_artifact(_markdown(ticket, events), key=f"ticket-{number}-escalation",
+                                    description=f"{ticket_id}: escalated ({ticket.reason})")
+    get_run_logger().warning("%s is %s (%s): see the escalation artifact",
+                             ticket_id, ticket.state, ticket.reason)
+    return {"ticket_id": ticket_id, "state": ticket.state, "reason": ticket.reason}

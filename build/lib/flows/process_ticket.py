@@ -1,0 +1,131 @@
+"""Flow process-ticket: one email through the ticket state machine, resumable at any state."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from billing_recon.domain.fsm import Reason, State, is_terminal
+from billing_recon.errors import (
+    BudgetExceeded,
+    GatewayRejected,
+    GlobalBreakerOpen,
+    InvalidApprovalToken,
+    ModelUnavailable,
+    RefundRefused,
+)
+from billing_recon.steps.machine import MAX_STEPS, Step, next_step
+from billing_recon.store import tickets
+from billing_recon.store.models import Ticket
+from tasks.approval import wait_for_decision
+from tasks.budget import escalate_over_budget, hold_for_breaker
+from tasks.events import emit_escalated
+from tasks.intake import open_ticket, triage_email
+from tasks.reconcile import (
+    advance_analyzed,
+    escalate,
+    reconcile,
+    trip_circuit_breaker,
+    verify_proposal,
+)
+from tasks.refund import draft_reply, execute_refund, record_refunds
+from tasks.retrieval import fetch_invoices
+from tasks.runtime import deps, in_thread
+
+
+async def _reconcile(ticket_id: int) -> None:
+    try:
+        summary = await reconcile(ticket_id)
+    except (BudgetExceeded, GlobalBreakerOpen, ModelUnavailable):
+        raise  # the budget and the breaker are the step loop's; an outage fails the run
+    except Exception as exc:
+        # The 4th failed attempt trips the circuit breaker: no further model call.
+        await trip_circuit_breaker(ticket_id, str(exc))
+        return
+    await verify_proposal(ticket_id, summary)
+
+
+async def _refund(ticket_id: int, ticket_key: str) -> None:
+    try:
+        results = await execute_refund(ticket_id, ticket_key)
+    except RefundRefused as exc:  # money owed once: another ticket holds or refunded it
+        await escalate(ticket_id, Reason.POLICY_VIOLATION.value,
+                       {"error": str(exc), "other_tickets": exc.others, **exc.details})
+        return
+    except InvalidApprovalToken as exc:
+        await escalate(ticket_id, Reason.POLICY_VIOLATION.value, {"error": str(exc)})
+        return
+    except GatewayRejected as exc:  # unavailable or busy propagate: the ticket stays APPROVED
+        await escalate(ticket_id, Reason.POLICY_VIOLATION.value,  # and a re-run replays the keys
+                       {"gateway_error": str(exc), "code": exc.code, "status": exc.status})
+        return
+    await record_refunds(ticket_id, results)
+
+
+# The core's table (steps/machine.py) says which step advances a state; this says which
+# tasks run it. DECIDE waits for a human and is handled in _step.
+STEPS: dict[Step, Callable[[Ticket], Awaitable[object]]] = {
+    Step.TRIAGE: lambda t: triage_email(t.id),
+    Step.FETCH: lambda t: fetch_invoices(t.id),
+    Step.RECONCILE: lambda t: _reconcile(t.id),
+    Step.CONCLUDE: lambda t: advance_analyzed(t.id),
+    Step.REFUND: lambda t: _refund(t.id, t.ticket_key or ""),
+    Step.CLOSE: lambda t: draft_reply(t.id),
+}
+
+
+async def _step(ticket_id: int, wait_s: float) -> bool:
+    """Advance one state; False when the ticket must wait for a decision elsewhere."""
+    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    todo = next_step(State(ticket.state))
+    if todo is Step.DECIDE:
+        return await wait_for_decision(ticket_id, wait_s)
+    if todo is not None:
+        await STEPS[todo](ticket)
+    return True
+
+
+@flow(name="process-ticket", persist_result=False)
+async def process_ticket(
+    email_path: str | None = None,
+    ticket_id: int | None = None,
+    approval_wait_s: float = 3600.0,
+) -> dict[str, Any]:
+    """Run one ticket from its last committed state until it ends or waits for a decision.
+
+    Give ``email_path`` for a new or re-delivered email, or ``ticket_id`` to resume a ticket.
+    """
+    if ticket_id is None:
+        if email_path is None:
+            raise ValueError("process_ticket needs email_path or ticket_id")
+        ticket_id = await open_ticket(email_path)
+    before = (await in_thread(tickets.get, deps().sessions, ticket_id)).state
+    held = await _advance(ticket_id, approval_wait_s)
+    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    if ticket.state == State.ESCALATED.value and before != ticket.state:
+        emit_escalated(ticket)
+    get_run_logger().info("%s is %s", tickets.format_ticket_id(ticket_id), ticket.state)
+    result = {"ticket_id": tickets.format_ticket_id(ticket_id), "state": ticket.state,
+              "reason": ticket.reason}
+    return {**result, "waiting": "global_breaker_open"} if held else result
+
+
+async def _advance(ticket_id: int, wait_s: float) -> bool:
+    """Step until the ticket ends or waits; True when the global breaker holds it."""
+    for _ in range(MAX_STEPS):
+        ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+        if is_terminal(State(ticket.state)):
+            return False
+        try:
+            if not await _step(ticket_id, wait_s):
+                return False
+        except BudgetExceeded as exc:  # the refused call was not made
+            await escalate_over_budget(ticket_id, str(exc), exc.details)
+        except GlobalBreakerOpen as exc:  # the ticket keeps its state; a later run resumes it
+            await hold_for_breaker(ticket_id, str(exc), exc.details)
+            return True
+    # every step moves the ticket on; this many means a bug, not a slow ticket
+    raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")

@@ -1,0 +1,92 @@
+"""Flow reconcile-inbox: every new email (a folder, a list or the inbox table) to a ticket run."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import Field
+
+from billing_recon.store import tickets
+from flows.process_ticket import process_ticket
+from tasks.context import in_deployment
+from tasks.fanout import start_ticket_run, sweep_overdue
+from tasks.intake import open_ticket, open_tickets_from_table
+from tasks.progress import Progress
+from tasks.settle import settled
+
+
+def inbox_paths(inbox: str | None, email_paths: list[str] | None) -> list[str]:
+    """The emails to process: the given paths, or the folder's .eml files in name order."""
+    if email_paths:
+        return list(email_paths)
+    if inbox is None:
+        raise ValueError("reconcile_inbox needs inbox, email_paths or from_table")
+    folder = Path(inbox)
+    if not folder.is_dir():
+        raise ValueError(f"inbox folder {inbox} does not exist")
+    return [str(p) for p in sorted(folder.glob("*.eml"))]
+
+
+async def _open_all(inbox: str | None, email_paths: list[str] | None,
+                    from_table: bool) -> list[int]:
+    """Open tickets in arrival order, so duplicate detection follows it."""
+    ids = await open_tickets_from_table() if from_table else []
+    if from_table and inbox is None and not email_paths:
+        return ids
+    # inbox_paths refuses a batch given no source at all
+    return ids + [await open_ticket(path) for path in inbox_paths(inbox, email_paths)]
+
+
+async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
+    """Subflows in this process, admitted one after another (see tasks.settle)."""
+    runs: list[asyncio.Task[Any]] = []
+    for ticket_id in ids:
+        run = asyncio.create_task(process_ticket(ticket_id=ticket_id, approval_wait_s=wait_s))
+        runs.append(run)
+        await settled(ticket_id, run)
+        await progress.advance()
+    return list(await asyncio.gather(*runs, return_exceptions=True))
+
+
+async def _fan_out(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
+    """One process-ticket deployment run per ticket: workers run them, suspended ones wait."""
+    started = []
+    for ticket_id in ids:
+        started.append(await start_ticket_run(ticket_id, wait_s))
+        await progress.advance()
+    return started
+
+
+@flow(name="reconcile-inbox", persist_result=False)
+async def reconcile_inbox(
+    inbox: Annotated[str | None, Field(
+        description="Folder of .eml files; each new email becomes a ticket")] = None,
+    email_paths: Annotated[list[str] | None, Field(
+        description="Explicit .eml paths (instead of or besides the folder)")] = None,
+    from_table: Annotated[bool, Field(
+        description="Also take stored emails without a ticket from the inbound-email table"
+    )] = False,
+    approval_wait_s: Annotated[float, Field(
+        ge=0, le=30 * 86400,
+        description="How long a local run waits for a decision (deployed runs suspend)")
+    ] = 3600.0,
+) -> list[dict[str, Any]]:
+    """Open one ticket per new email in arrival order, then run each ticket's flow.
+
+    Deployed, every ticket gets its own process-ticket run on the work pool (a ticket waiting
+    for approval is suspended and holds no worker); locally, tickets run as subflows admitted
+    one after another. Either way a ticket waiting for approval never holds up the next one,
+    and approval-pending tickets past their deadline are escalated first.
+    """
+    await sweep_overdue()
+    ids = await _open_all(inbox, email_paths, from_table)
+    progress = await Progress.start(len(ids), "tickets started")
+    if in_deployment():
+        return await _fan_out(ids, approval_wait_s, progress)
+    results = await _run_here(ids, approval_wait_s, progress)
+    return [r if isinstance(r, dict) else {"ticket_id": tickets.format_ticket_id(i),
+                                            "error": repr(r)}
+            for i, r in zip(ids, results, strict=True)]

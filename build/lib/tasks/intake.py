@@ -1,0 +1,29 @@
+"""Tasks open_ticket and triage_email."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from billing_recon.steps import intake
+from tasks.options import ACTOR, STEP
+from tasks.runtime import deps, in_thread
+
+
+@task(name="open_ticket", **STEP)
+async def open_ticket(email_path: str) -> int:
+    """The ticket id of this email (a new ticket, or the one it already has)."""
+    raw = await in_thread(intake.read_email, email_path)
+    opened = await in_thread(intake.open_ticket, deps(), raw, email_path)
+    return opened.ticket.id
+
+
+@task(name="triage_email", **STEP)
+async def triage_email(ticket_id: int) -> str:
+    """RECEIVED -> TRIAGED (-> CLOSED when not about billing); returns the new state."""
+    return (await in_thread(intake.run_triage, deps(), ticket_id, ACTOR)).state
+
+
+@task(name="open_tickets_from_table", **STEP)
+async def open_tickets_from_table() -> list[int]:
+    """Tickets for every stored inbound email that has none yet, in arrival order."""
+    return await in_thread(intake.open_from_table, deps())

@@ -1,0 +1,71 @@
+"""Access to the process-wide core dependencies from inside tasks and flows.
+
+The settings come from Prefect blocks when blocks are in use, else from the environment:
+blocks are in use when ``BILLING_RECON_BLOCKS`` names a block set, or when the flow run was
+created from a deployment and blocks are saved under the default name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from billing_recon import runtime
+from billing_recon.config import Settings
+from billing_recon.errors import UserInputError
+from billing_recon.steps.deps import Deps
+from tasks.context import in_deployment
+
+P = ParamSpec("P")
+R = TypeVar("R")
+BLOCKS_ENV = "BILLING_RECON_BLOCKS"
+_lock = threading.Lock()
+# Per process: every task asks for deps, and the server must not be asked each time. A worker
+# starts a process per flow run, so an edited block takes effect with the next run.
+_loaded: dict[tuple[str, bool], Settings | None] = {}
+
+
+def deps() -> Deps:
+    """The core dependencies for the current configuration (built once per process)."""
+    return runtime.build(block_settings())
+
+
+def block_settings() -> Settings | None:
+    """The settings from the block set in use, or None when the environment decides."""
+    explicit = os.environ.get(BLOCKS_ENV, "").strip()
+    if explicit:
+        return _load(explicit, required=True)
+    if in_deployment():
+        from blocks.settings import DEFAULT_BLOCK_SET
+
+        return _load(DEFAULT_BLOCK_SET, required=False)
+    return None
+
+
+def _load(name: str, required: bool) -> Settings | None:
+    with _lock:
+        if (name, required) in _loaded:
+            return _loaded[(name, required)]
+    from blocks.settings import load_block_set  # Prefect's client only when blocks are used
+
+    found = load_block_set(name)
+    if required and not found.found():
+        raise UserInputError(f"{BLOCKS_ENV}={name!r}: no billing-recon block is saved under "
+                             "that name (billing-recon blocks register --name NAME saves them)")
+    settings = found.settings() if found.found() else None
+    with _lock:
+        return _loaded.setdefault((name, required), settings)
+
+
+def forget_block_settings() -> None:
+    """Load the blocks again on next use (tests; a long-lived process after editing blocks)."""
+    with _lock:
+        _loaded.clear()
+
+
+async def in_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run blocking core code off the event loop so paused tickets never block others."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
