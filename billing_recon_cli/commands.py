@@ -95,6 +95,7 @@ def _approval_row(deps: Deps, ticket: Ticket) -> dict[str, Any]:
             "sender": ticket.sender, "amount": refund.get("amount"),
             "currency": refund.get("currency"), "reasons": refund.get("reasons", []),
             "claimed": proposal.claimed, "proposal_hash": ticket.proposal_hash,
+            "held_elsewhere": [presentation.covered_line(c) for c in proposal.covered],
             "deadline": ticket.approval_deadline.isoformat() if ticket.approval_deadline else None,
             "approvals": _approvals(deps, ticket)}
 

@@ -176,6 +176,9 @@ def test_overlapping_tickets_processed_and_approved_at_once_on_postgres(pg_cli: 
     invoices = [inv for a in pending for inv in Proposal.model_validate(
         pg_cli.json("tickets", "show", a["ticket_id"])["proposal"]).refunds[0].invoices]
     assert sorted(invoices) == ["INV-000001", "INV-000037"]  # no invoice in two proposals
+    held = [line for a in pending for line in a["held_elsewhere"]]  # {37} first: the other
+    assert len(held) == len(pending) - 1  # shows 37 held by it; {37, 01} first: one proposal
+    assert all(line.startswith("INV-000037: 3.56 proposed in T-") for line in held)
     assert sum(Decimal(a["amount"]) for a in pending) == Decimal("4.56")
     decided = _together(pg_cli, [["approve", a["ticket_id"], "--by", name]
                                  for a in pending for name in ("alice", "bob")])
