@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -42,10 +43,17 @@ print(json.dumps({"imported": done, "failed": failed, "files": files}))
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel `pip wheel .` builds from the checkout."""
-    out = tmp_path_factory.mktemp("wheel")
+    """The wheel `pip wheel .` builds from the checkout's tracked files (copied first: the
+    build writes build/ and egg-info next to the sources)."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--disable-pip-version-check", "-w", str(out), str(REPO)],
+                    "--disable-pip-version-check", "-w", str(out), str(source)],
                    check=True, cwd=out, capture_output=True, timeout=300)
     return next(out.glob("billing_recon-*.whl"))
 

@@ -1,1 +1,0 @@
-"""Agents: triage, analysis (script author) and summary, each over a ChatModel."""

@@ -1,1 +1,0 @@
-"""Domain: money, the ticket FSM, reconciliation rules, proposals and approval tokens."""

@@ -1,1 +1,0 @@
-"""Language-model port and its adapters (offline rules model; OpenAI-compatible later)."""

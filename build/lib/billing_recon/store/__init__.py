@@ -1,1 +1,0 @@
-"""Persistence: SQLAlchemy models, repositories, migrations, CSV loader, sample data."""

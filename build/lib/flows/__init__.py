@@ -1,1 +1,0 @@
-"""Prefect flows: wiring only (which task, which state next)."""
