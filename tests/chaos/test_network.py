@@ -1,6 +1,6 @@
 """Network: each gateway fault at each call of a ticket -> exactly one refund per payment.
 
-Faults (payments/faults.py): a 500, a reset connection, a response dropped after the refund
+Faults (testing/gateway_faults.py): a 500, a reset connection, a response dropped after the refund
 committed, a response held past the client's timeout, the gateway killed after its commit.
 """
 

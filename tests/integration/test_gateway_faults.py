@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from billing_recon.errors import GatewayError
-from billing_recon.payments.faults import FaultPlan
 from billing_recon.payments.gateway_server import GatewayServer
 from billing_recon.payments.refunds import RefundClient, RefundRequest
+from billing_recon.testing.gateway_faults import FaultPlan
 
 AUTH = {"Authorization": "Bearer sk_test_local"}
 

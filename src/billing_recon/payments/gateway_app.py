@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from billing_recon.payments.faults import FaultPlan, faults_router
 from billing_recon.payments.gateway_store import (
     MAX_KEY_LENGTH,
     REFUND_REASONS,
@@ -29,6 +28,9 @@ from billing_recon.payments.gateway_store import (
     StoredResponse,
     request_fingerprint,
 )
+
+if TYPE_CHECKING:  # fault injection is a test double, not shipped
+    from billing_recon.testing.gateway_faults import FaultPlan
 
 _REFUND_FIELDS = frozenset({"charge", "payment_intent", "amount", "currency", "reason"})
 _CHARGE_FIELDS = frozenset({"id", "amount", "currency", "amount_refunded"})
@@ -52,6 +54,8 @@ def create_app(
     app.add_exception_handler(Exception, _internal_error_response)
     app.include_router(_router)
     if faults is not None:
+        from billing_recon.testing.gateway_faults import faults_router  # a test double
+
         app.state.faults = faults
         app.include_router(faults_router, dependencies=[Depends(_authorize)])
     app.add_api_route("/healthz", _healthz, methods=["GET"])

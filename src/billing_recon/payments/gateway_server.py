@@ -14,12 +14,12 @@ import socket
 import threading
 import time
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from billing_recon.payments.faults import FAULTS_ENV, FaultInjector, FaultPlan
 from billing_recon.payments.gateway_app import create_app
 from billing_recon.payments.gateway_store import (
     DEFAULT_LEASE_S,
@@ -27,10 +27,14 @@ from billing_recon.payments.gateway_store import (
     GatewayStore,
 )
 
+if TYPE_CHECKING:  # fault injection is a test double, not shipped
+    from billing_recon.testing.gateway_faults import FaultInjector, FaultPlan
+
 DEFAULT_DB_URL = "sqlite:///billing_recon_gateway.db"
 API_KEY_ENV = "BILLING_RECON_GATEWAY_API_KEY"
 RETENTION_ENV = "BILLING_RECON_GATEWAY_RETENTION_H"
 LEASE_ENV = "BILLING_RECON_GATEWAY_KEY_LEASE_S"
+FAULTS_ENV = "BILLING_RECON_GATEWAY_FAULTS"
 
 
 def retention_from_env() -> float:
@@ -46,10 +50,22 @@ def key_lease_from_env() -> float:
     return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
 
 
+def fault_plan(spec: str | None) -> FaultPlan | None:
+    """The fault plan of a spec (tests only): the fault injection is a test double that a
+    wheel does not ship, so asking for it there is a clear error."""
+    if spec is None:
+        return None
+    try:
+        from billing_recon.testing.gateway_faults import FaultPlan
+    except ImportError as exc:
+        raise SystemExit("fault injection is a test feature of the source checkout; this "
+                         "installation does not include billing_recon.testing") from exc
+    return FaultPlan.parse(spec)
+
+
 def faults_from_env() -> FaultPlan | None:
     """The fault plan of BILLING_RECON_GATEWAY_FAULTS, if set (tests only)."""
-    spec = os.environ.get(FAULTS_ENV)
-    return None if spec is None else FaultPlan.parse(spec)
+    return fault_plan(os.environ.get(FAULTS_ENV))
 
 
 class GatewayServer:
@@ -126,7 +142,11 @@ class GatewayServer:
 
     def _app(self, store: GatewayStore) -> FaultInjector | FastAPI:
         app = create_app(store, api_key=self.api_key, faults=self.faults)
-        return app if self.faults is None else FaultInjector(app)
+        if self.faults is None:
+            return app
+        from billing_recon.testing.gateway_faults import FaultInjector
+
+        return FaultInjector(app)
 
     def stop(self) -> None:
         """Shut uvicorn down gracefully, wait for its thread and close the store."""
@@ -227,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=os.environ.get(API_KEY_ENV),
         retention_s=None if args.retention_hours is None else args.retention_hours * 3600,
         key_lease_s=args.key_lease_seconds,
-        faults=faults_from_env() if args.faults is None else FaultPlan.parse(args.faults),
+        faults=faults_from_env() if args.faults is None else fault_plan(args.faults),
     )
     with server:
         print(server.url, flush=True)

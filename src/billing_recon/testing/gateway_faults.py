@@ -1,4 +1,5 @@
-"""Fault injection for the local gateway (tests only): what networks and crashes do to money.
+"""Fault injection for the local gateway (a test double, never shipped): what networks and
+crashes do to money.
 
 Only `POST /v1/refunds` is disturbed, the one call that moves money:
 
@@ -34,7 +35,6 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, FastAPI, Request
 from starlette.types import Message, Receive, Scope, Send
 
-FAULTS_ENV = "BILLING_RECON_GATEWAY_FAULTS"
 FAULT_KINDS = ("error", "reset", "drop", "timeout", "crash")
 _DISCONNECT_WAIT_S = 5.0
 
