@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -145,6 +146,16 @@ def test_a_rejected_proposal_releases_its_money(world: World) -> None:
     again = world.email(EMAILS["follow-up"])
     assert (again.state, _proposal(again).total()) == ("APPROVAL_PENDING", Decimal("3.56"))
     assert _proposal(again).covered == []
+
+
+def test_an_expired_proposal_releases_its_money(world: World) -> None:
+    first = world.email(EMAILS["first"])
+    with world.deps.sessions() as s, s.begin():
+        s.execute(update(Ticket).where(Ticket.id == first.id).values(
+            approval_deadline=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert approval_gate.expire_if_due(world.deps, first.id, "test")
+    again = world.email(EMAILS["follow-up"])
+    assert (again.state, _proposal(again).total()) == ("APPROVAL_PENDING", Decimal("3.56"))
 
 
 def _seal(world: World, ticket: Ticket, proposal: Proposal) -> None:
