@@ -29,7 +29,7 @@ from billing_recon.steps import (
     refund_worker,
 )
 from billing_recon.steps.deps import Deps
-from billing_recon.store import tickets
+from billing_recon.store import ledger, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Payment, Refund, Ticket
 from billing_recon.store.sample_data import generate
@@ -214,6 +214,31 @@ def test_the_worker_refuses_once_the_other_ticket_has_refunded(world: World) -> 
     approved = world.approve(world.get(second))
     with pytest.raises(RefundRefused, match=r"owe 0\.00"):
         refund_worker.execute_refund(world.deps, approved.id, "test")
+    assert world.refunded("PAY-000037") == [Decimal("3.56")]
+
+
+def test_the_invariant_is_checked_again_right_before_each_call_is_claimed(
+        world: World) -> None:
+    """A worker whose re-derivation came before another ticket paid the same money is still
+    refused at the claim of its call, under the customer's lock, and claims nothing."""
+    first = world.approve(world.email(EMAILS["first"]))
+    second = world.email(EMAILS["follow-up"])
+    with world.deps.sessions() as s, s.begin():
+        s.execute(update(Ticket).where(Ticket.id == second.id).values(state="APPROVAL_PENDING"))
+    _claims_everything(world, world.get(second), first)
+    approved = world.approve(world.get(second))
+    proposal = _proposal(approved)
+    with world.deps.sessions() as s:  # the second worker re-derives: nothing moving yet
+        expected = money_owed.rederive(s, approved, proposal)
+    world.pay(first)  # meanwhile the first ticket pays the same 3.56
+    pay = proposal.refunds[0].payments[0]
+    call = refund_worker.Call(approved, proposal, "USD", pay, expected[pay.invoice_id])
+    engine = world.deps.sessions.kw["bind"]
+    with pytest.raises(RefundRefused, match="below its expected total"):
+        ledger.claim_call(engine, "k2", ticket_id=approved.id, payment_id=pay.payment_id,
+                          holder="h", lease_s=60, guard=call.guard)
+    with engine.connect() as conn:
+        assert conn.execute(select(ledger.calls).where(ledger.calls.c.key == "k2")).first() is None
     assert world.refunded("PAY-000037") == [Decimal("3.56")]
 
 
