@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections import deque
@@ -75,10 +76,19 @@ class Background:
             (x for x in lines if x["ticket_id"] == ticket and x["state"] != "APPROVAL_PENDING"),
             None))
 
-    def stop(self) -> None:
-        """Kill the command if it still runs."""
-        self.proc.kill()
-        self.proc.wait()
+    def stop(self, grace_s: float = 0.0) -> None:
+        """Kill the command if it still runs after ``grace_s`` seconds.
+
+        It exits on its own once nothing awaits a decision, after its flow run reported its
+        final state: a test that looks at that state after stopping gives it a grace period
+        (killing it the moment the ticket's line is printed left the run RUNNING now and then
+        on a loaded machine).
+        """
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class BillingDb:

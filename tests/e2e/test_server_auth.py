@@ -94,7 +94,7 @@ def test_only_a_client_with_the_credential_can_resume_a_paused_run(
         assert waiting.settled(ticket)["state"] == "CLOSED"
         assert waiting.of(ticket)[-1] == ("CLOSED", "refunded")
     finally:
-        waiting.stop()
+        waiting.stop(grace_s=30)
     assert final_state(protected_api, run_id, auth) == "COMPLETED"
     assert len([r for r in cli.json("refunds") if r["ticket_id"] == ticket]) == 1
 
