@@ -165,21 +165,23 @@ def _seal(world: World, ticket: Ticket, proposal: Proposal) -> None:
             **money_owed.ticket_fields(world.deps.settings, proposal)))
 
 
-def _claims_everything(world: World, ticket: Ticket, source: Ticket) -> None:
-    """Give ``ticket`` the proposal of ``source`` (as if the claims had not been counted)."""
+def _forged_twin(world: World, ticket: Ticket, source: Ticket) -> Ticket:
+    """``ticket`` awaiting approval of a sealed copy of ``source``'s proposal (as if the money
+    other tickets hold had not been counted)."""
+    with world.deps.sessions() as s, s.begin():
+        s.execute(update(Ticket).where(Ticket.id == ticket.id).values(state="APPROVAL_PENDING"))
     mine = _proposal(source).model_copy(update={"ticket_key": ticket.ticket_key,
                                                 "covered": []})
     _seal(world, ticket, mine)
+    return world.get(ticket)
 
 
 def test_of_two_approved_proposals_on_the_same_money_the_first_to_pay_wins(
         world: World) -> None:
     first = world.email(EMAILS["first"])
     second = world.email(EMAILS["follow-up"])  # DUPLICATE by money; forge it a proposal
-    with world.deps.sessions() as s, s.begin():
-        s.execute(update(Ticket).where(Ticket.id == second.id).values(state="APPROVAL_PENDING"))
-    _claims_everything(world, world.get(second), first)
-    world.pay(world.approve(world.get(second)))
+    twin = _forged_twin(world, second, first)
+    world.pay(world.approve(twin))
     approved = world.approve(first)
     with pytest.raises(RefundRefused, match=tickets.format_ticket_id(second.id)) as refused:
         refund_worker.execute_refund(world.deps, approved.id, "test")
@@ -190,10 +192,8 @@ def test_of_two_approved_proposals_on_the_same_money_the_first_to_pay_wins(
 def test_the_worker_refuses_money_in_flight_for_another_ticket(world: World) -> None:
     first = world.approve(world.email(EMAILS["first"]))
     second = world.email(EMAILS["follow-up"])
-    with world.deps.sessions() as s, s.begin():
-        s.execute(update(Ticket).where(Ticket.id == second.id).values(state="APPROVAL_PENDING"))
-    _claims_everything(world, world.get(second), first)
-    approved = world.approve(world.get(second))
+    twin = _forged_twin(world, second, first)
+    approved = world.approve(twin)
     lost = refund_worker.execute_refund(world.deps, first.id, "test")  # then it dies
     assert [r.amount for r in lost] == [Decimal("3.56")]
     with pytest.raises(RefundRefused, match="in_flight in"):
@@ -208,10 +208,8 @@ def test_the_worker_refuses_once_the_other_ticket_has_refunded(world: World) -> 
     first = world.email(EMAILS["first"])
     second = world.email(EMAILS["follow-up"])
     world.pay(world.approve(first))
-    with world.deps.sessions() as s, s.begin():
-        s.execute(update(Ticket).where(Ticket.id == second.id).values(state="APPROVAL_PENDING"))
-    _claims_everything(world, world.get(second), first)
-    approved = world.approve(world.get(second))
+    twin = _forged_twin(world, second, first)
+    approved = world.approve(twin)
     with pytest.raises(RefundRefused, match=r"owe 0\.00"):
         refund_worker.execute_refund(world.deps, approved.id, "test")
     assert world.refunded("PAY-000037") == [Decimal("3.56")]
@@ -223,10 +221,8 @@ def test_the_invariant_is_checked_again_right_before_each_call_is_claimed(
     refused at the claim of its call, under the customer's lock, and claims nothing."""
     first = world.approve(world.email(EMAILS["first"]))
     second = world.email(EMAILS["follow-up"])
-    with world.deps.sessions() as s, s.begin():
-        s.execute(update(Ticket).where(Ticket.id == second.id).values(state="APPROVAL_PENDING"))
-    _claims_everything(world, world.get(second), first)
-    approved = world.approve(world.get(second))
+    twin = _forged_twin(world, second, first)
+    approved = world.approve(twin)
     proposal = _proposal(approved)
     with world.deps.sessions() as s:  # the second worker re-derives: nothing moving yet
         expected = money_owed.rederive(s, approved, proposal)
