@@ -137,7 +137,7 @@ def _variants(template: str, emails: list[Path], warmup: Path, rounds: int,
               sample: world.World, home: str) -> list[dict[str, Any]]:
     os.environ["BILLING_RECON_HOME"] = str(Path(home) / "billing-home")
     os.environ["BILLING_RECON_LLM"] = "offline"
-    base = runtime.build(Settings(database_url=pg.url(template)))  # model and sandbox
+    base = runtime.build(Settings(database={"url": pg.url(template)}))  # model and sandbox
     base.sessions.kw["bind"].dispose()  # only the copies are used: free the template
     names = [pg.create("bench_core", template) for _ in VARIANTS]
     engines = [_engine(pg.url(n), old) for n, (_, old, _) in zip(names, VARIANTS, strict=True)]

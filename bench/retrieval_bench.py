@@ -231,7 +231,7 @@ def run(invoices: int, customers: int, count: int) -> dict[str, Any]:
         load_s = time.perf_counter() - started
         from billing_recon import runtime
 
-        settings = Settings(database_url=pg.url(name))
+        settings = Settings(database={"url": pg.url(name)})
         deps = runtime.build(settings)
         try:
             ids = triaged_tickets(deps, count + 2, invoices, customers)

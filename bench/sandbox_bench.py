@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from billing_recon.domain import rules
-from billing_recon.sandbox import Jail, Sandbox, WarmPool
-from billing_recon.sandbox.bwrap import probe
+from billing_recon.sandbox.bwrap import Jail, probe
+from billing_recon.sandbox.local import WarmPool
+from billing_recon.sandbox.port import Sandbox
 
 TRIVIAL = "import pandas as pd\nprint(len(pd.DataFrame({'a': [1, 2]})))\n"
 

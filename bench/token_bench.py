@@ -28,11 +28,11 @@ from billing_recon.agents.analysis import Failure, build_messages
 from billing_recon.agents.schemas import AnalysisOutput, SummaryOutput, TriageOutput
 from billing_recon.agents.summary import ReplyFacts, draft_messages
 from billing_recon.agents.triage import triage_messages
+from billing_recon.config import ModelSettings, load
 from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import State
 from billing_recon.errors import AnalysisExhausted, AnalysisFailed
 from billing_recon.llm.accounting import prompt_bound
-from billing_recon.llm.settings import LlmBudget, ModelSettings
 from billing_recon.steps import intake, reconciliation, reply, retrieval
 from billing_recon.steps.deps import Deps
 from billing_recon.store import model_calls, tickets
@@ -44,7 +44,7 @@ ACTOR = "bench"
 
 
 def _analyse(deps: Deps, tid: int) -> None:
-    for _ in range(deps.settings.analysis_retries + 1):
+    for _ in range(deps.settings.budgets.analysis_retries + 1):
         try:
             summary = reconciliation.analysis_attempt(deps, tid, ACTOR)
         except AnalysisExhausted as exc:
@@ -112,8 +112,9 @@ def run(seed: int, goal: int, workdir: Path) -> int:
         rows = [_row(deps, process(deps, p), p.name) for p in emails]
         runtime.reset()
     totals = [p + c for p, c, _ in rows]
-    budget = LlmBudget.from_env()
-    structural = worst_case(ModelSettings.from_env(), max(
+    settings = load()
+    budget = settings.budgets
+    structural = worst_case(settings.llm, max(
         (p.read_bytes() for p in emails), key=len))
     print(f"\nmean per ticket  prompt {statistics.mean(p for p, _, _ in rows):7.0f}  completion "
           f"{statistics.mean(c for _, c, _ in rows):6.0f}  total {statistics.mean(totals):6.0f}"

@@ -323,10 +323,10 @@ def _approver_list(args: argparse.Namespace) -> int:
         emit(rows)
         return 0
     if not rows:
-        names = ", ".join(deps.settings.approvers) or "nobody"
+        names = ", ".join(deps.settings.approval.approvers) or "nobody"
         print("No approver is enrolled: " + (
             "no decision counts (BILLING_RECON_REQUIRE_CODE is set)"
-            if deps.settings.require_verified_code
+            if deps.settings.approval.require_code
             else f"the configured names decide without a code ({names})."))
         return 0
     print(reports.table(["name", "email", "role", "enabled", "since"],

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prefect.settings import PREFECT_API_URL
+
 from billing_recon import reports, runtime
 from billing_recon.domain import totp
 from billing_recon.domain.fsm import State
@@ -49,7 +51,7 @@ def _command() -> str:
 
 
 def _ui_hint() -> str:
-    api = os.environ.get("PREFECT_API_URL", "")
+    api = PREFECT_API_URL.value() or ""
     if api:
         return f"or in the Prefect UI: {api.removesuffix('/api')}/runs (open the paused run)"
     return ("or in the Prefect UI: start `prefect server start`, export "
@@ -120,7 +122,7 @@ def demo_deciders(deps: Deps) -> list[str]:
     alice and bob are enrolled with fresh random secrets and role ``demo``: `approvers code`
     prints their current code, so the demo's decisions pass the same code check as real ones.
     """
-    if deps.settings.require_verified_code:
+    if deps.settings.approval.require_code:
         return []
     if not approvers.registered(deps.sessions):
         key = deps.settings.approver_key()
@@ -139,7 +141,7 @@ def run_demo(directory: Path, seed: int, wait_s: float) -> int:
 
     sample = generate(directory, seed=seed)
     deps = runtime.build()
-    database = shown_url(deps.settings.database_url)
+    database = shown_url(deps.settings.database.sqlalchemy_url)
     print(f"Sample data in {directory}/ (seed {seed}); database {database}")
     loaded = load_directory(deps.sessions, sample.data_dir)
     print(f"Loaded {loaded.total_inserted} rows ({sum(loaded.already_present.values())} "

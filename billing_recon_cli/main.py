@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from billing_recon.config import load
 from billing_recon.errors import BillingReconError, UserInputError
 
 PREFECT_DEFAULTS = {
@@ -104,7 +105,7 @@ def _environment(args: argparse.Namespace) -> None:
         os.environ.setdefault(key, value)
     if args.verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
-    if os.environ.get("BILLING_RECON_BLOCKS", "").strip():
+    if load().orchestration.blocks:
         # The commands then use the same block set as the flows (Prefect's side, lazily).
         from billing_recon import runtime
         from tasks.runtime import block_settings
@@ -119,19 +120,22 @@ def _blocks(args: argparse.Namespace) -> int:
     return register(args.name, args.overwrite)
 
 
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    from billing_recon_cli import commands
+
+    return {"demo": commands.demo, "load": commands.load, "process": commands.process,
+            "approvals": commands.approvals, "approve": commands.approve,
+            "reject": commands.reject, "tickets": commands.show_ticket,
+            "refunds": commands.refunds, "blocks": _blocks,
+            "approvers": commands.approvers_cmd}[command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 on a refused action, 2 on input the user must fix."""
     args = _parser().parse_args(argv)
-    _environment(args)
-    from billing_recon_cli import commands
-
-    handler = {"demo": commands.demo, "load": commands.load, "process": commands.process,
-               "approvals": commands.approvals, "approve": commands.approve,
-               "reject": commands.reject, "tickets": commands.show_ticket,
-               "refunds": commands.refunds, "blocks": _blocks,
-               "approvers": commands.approvers_cmd}[args.command]
     try:
-        return handler(args)
+        _environment(args)  # before Prefect is imported: it reads its settings at import
+        return _handler(args.command)(args)
     except UserInputError as exc:
         print(f"billing-recon: error: {exc}", file=sys.stderr)
         return 2

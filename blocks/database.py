@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, model_validator
+from sqlalchemy import Engine
 
-from billing_recon.config import Settings
-from blocks.parts import DOCS_URL, SettingsPart
+from billing_recon.config import DatabaseSettings, Settings
+from billing_recon.config.variables import Section
+from billing_recon.store.db import make_engine, migrate
+from blocks.parts import DOCS_URL, required
 
 
 class BillingDatabase(Block):
@@ -18,24 +21,31 @@ class BillingDatabase(Block):
         ```python
         from blocks.database import BillingDatabase
 
-        database = BillingDatabase.load("BLOCK_NAME")
+        engine = BillingDatabase.load("BLOCK_NAME").get_engine()
         ```
     """
 
     _block_type_name = "Billing Recon Database"
     _documentation_url = DOCS_URL  # type: ignore[assignment]
 
-    url: SecretStr = Field(
-        description="SQLAlchemy URL of the billing database, e.g. "
-        "postgresql://user:password@host:5432/billing or sqlite:///billing_recon.db; "
-        "secret because it may hold a password.",
-    )
+    database: DatabaseSettings = Field(description="The billing database's URL.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        return required(data, "database")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        """The block that reproduces ``settings``' database."""
-        return cls(url=SecretStr(settings.database_url))
+        """The block that holds ``settings``' database section."""
+        return cls(database=settings.database)
 
-    def settings_part(self) -> SettingsPart:
-        """This block's share of the core ``Settings``."""
-        return {"database_url": self.url.get_secret_value()}
+    def sections(self) -> dict[str, Section]:
+        """The settings sections this block holds (they replace the environment's)."""
+        return {"database": self.database}
+
+    def get_engine(self) -> Engine:
+        """A SQLAlchemy engine on the database, its schema migrated to the current head."""
+        engine = make_engine(self.database.sqlalchemy_url)
+        migrate(engine)
+        return engine

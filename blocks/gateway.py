@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, model_validator
 
-from billing_recon.config import Settings
-from blocks.parts import DOCS_URL, SettingsPart
+from billing_recon.config import GatewaySettings, Settings
+from billing_recon.config.variables import Section
+from billing_recon.errors import UserInputError
+from billing_recon.payments.refunds import RefundClient
+from blocks.parts import DOCS_URL, required
 
 
 class PaymentGateway(Block):
@@ -18,30 +21,33 @@ class PaymentGateway(Block):
         ```python
         from blocks.gateway import PaymentGateway
 
-        gateway = PaymentGateway.load("BLOCK_NAME")
+        client = PaymentGateway.load("BLOCK_NAME").get_client()
         ```
     """
 
     _block_type_name = "Billing Recon Payment Gateway"
     _documentation_url = DOCS_URL  # type: ignore[assignment]
 
-    url: str | None = Field(
-        default=None, description="Base URL of a Stripe-compatible API, e.g. "
-        "https://api.stripe.com; empty runs the embedded local gateway on 127.0.0.1.")
-    stripe_api_key: SecretStr = Field(default=SecretStr("sk_test_local"),
-                                      description="Stripe secret key sent with every refund.")
-    gateway_db: str = Field(
-        default="sqlite:///billing_recon_gateway.db",
-        description="Database of the embedded local gateway (charges, refunds, idempotency "
-        "keys); unused with a URL.")
+    gateway: GatewaySettings = Field(description="The gateway's URL, key and network limits.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        return required(data, "gateway")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        """The block that reproduces ``settings``' gateway."""
-        return cls(url=settings.gateway_url, stripe_api_key=SecretStr(settings.stripe_api_key),
-                   gateway_db=settings.gateway_db)
+        """The block that holds ``settings``' gateway section."""
+        return cls(gateway=settings.gateway)
 
-    def settings_part(self) -> SettingsPart:
-        """This block's share of the core ``Settings``."""
-        return {"gateway_url": self.url or None, "gateway_db": self.gateway_db,
-                "stripe_api_key": self.stripe_api_key.get_secret_value()}
+    def sections(self) -> dict[str, Section]:
+        """The settings sections this block holds (they replace the environment's)."""
+        return {"gateway": self.gateway}
+
+    def get_client(self, base_url: str | None = None) -> RefundClient:
+        """A refund client for the gateway URL (or ``base_url``, e.g. a local gateway's)."""
+        url = base_url or self.gateway.url
+        if not url:
+            raise UserInputError("this gateway block names no URL: the flows start the "
+                                 "embedded local gateway themselves; pass its base_url")
+        return RefundClient.from_settings(self.gateway, url)

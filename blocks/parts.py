@@ -1,44 +1,33 @@
-"""What a block hands to the core: its share of ``Settings`` keyword arguments."""
+"""What every billing-recon block shares: the documentation link, and a clear error for a
+block document saved by an older release (its fields no longer match the sections)."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import TypedDict
+from typing import Any
 
-from pydantic import SecretStr
+from pydantic import ValidationError
 
-from billing_recon.llm.settings import LlmBudget, ModelSettings
-from billing_recon.sandbox.settings import SandboxSettings
+from billing_recon.errors import UserInputError
 
 #: Where the block types' "documentation" link points in the Prefect UI.
 DOCS_URL = "https://docs.prefect.io/v3/concepts/blocks"
 
 
-class SettingsPart(TypedDict, total=False):
-    """Keyword arguments of ``billing_recon.config.Settings``; each block fills its own."""
-
-    database_url: str
-    llm: str
-    llm_models: ModelSettings
-    llm_budget: LlmBudget
-    sandbox: str
-    sandbox_settings: SandboxSettings
-    gateway_url: str | None
-    gateway_db: str
-    stripe_api_key: str
-    approvers: tuple[str, ...]
-    signing_key_value: str | None
-    approver_key_value: str | None
-    approval_timeout_s: float
-    require_verified_code: bool
-    four_eyes_thresholds: tuple[tuple[str, Decimal], ...]
+def stale(slug: str, name: str, exc: ValidationError) -> UserInputError:
+    """The error for a saved block document that no longer validates."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                         for e in exc.errors()[:3])
+    return UserInputError(
+        f"block {slug}/{name} does not hold valid billing-recon settings ({problems}); it may "
+        "have been saved by an older release: `billing-recon blocks register --name "
+        f"{name} --overwrite` saves it again from the current settings")
 
 
-def reveal(value: SecretStr | None) -> str | None:
-    """The plain value of an optional secret, for handing to the core."""
-    return None if value is None else value.get_secret_value()
-
-
-def conceal(value: str | None) -> SecretStr | None:
-    """An optional plain value as a secret field value."""
-    return None if value is None else SecretStr(value)
+def required(data: Any, *sections: str) -> Any:
+    """A block's document must hold its sections: an old flat document is refused, never
+    silently read as the defaults."""
+    if isinstance(data, dict):
+        missing = [name for name in sections if name not in data]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} section")
+    return data

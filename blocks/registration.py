@@ -15,7 +15,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
-from billing_recon.config import Settings
+from billing_recon.config import Settings, load
 from billing_recon.errors import UserInputError
 from blocks.settings import BLOCK_TYPES, DEFAULT_BLOCK_SET, AnyBlock
 
@@ -31,7 +31,7 @@ def register_block_types() -> list[str]:
 
 def default_blocks(settings: Settings | None = None) -> list[AnyBlock]:
     """One block of each type holding ``settings`` (default: the environment's)."""
-    settings = settings or Settings()
+    settings = settings or load()
     return [cls.from_settings(settings) for cls in BLOCK_TYPES]
 
 

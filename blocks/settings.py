@@ -1,24 +1,25 @@
 """The core ``Settings`` from the blocks saved under one name (a "block set").
 
-A missing block means its part of the settings comes from the environment and the defaults,
-exactly as without blocks.
+Each block holds settings sections; a missing block leaves its sections to the environment
+and the defaults, exactly as without blocks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prefect.blocks.core import Block
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
+from pydantic import ValidationError
 
-from billing_recon.config import Settings
+from billing_recon.config import Settings, load
 from blocks.approval import ApprovalPolicy
 from blocks.database import BillingDatabase
 from blocks.gateway import PaymentGateway
 from blocks.llm import LlmEndpoint
-from blocks.parts import SettingsPart
+from blocks.parts import stale
 from blocks.sandbox import SandboxConfig
 
 DEFAULT_BLOCK_SET = "default"
@@ -45,11 +46,11 @@ class BlockSet:
         return [block for block in blocks if block is not None]
 
     def settings(self) -> Settings:
-        """The core settings: each block's part, the rest from the environment."""
-        part: SettingsPart = {}
+        """The core settings: each block's sections, the rest from the environment."""
+        given: dict[str, Any] = {}
         for block in self.found():
-            part.update(block.settings_part())
-        return Settings(**part)
+            given.update(block.sections())
+        return load(**given)
 
 
 def _read(client: SyncPrefectClient, cls: type[B], name: str) -> B | None:
@@ -58,7 +59,10 @@ def _read(client: SyncPrefectClient, cls: type[B], name: str) -> B | None:
                                                        include_secrets=True)
     except ObjectNotFound:
         return None
-    return cls.model_validate(document.data)
+    try:
+        return cls.model_validate(document.data)
+    except ValidationError as exc:
+        raise stale(cls.get_block_type_slug(), name, exc) from None
 
 
 def load_block_set(name: str = DEFAULT_BLOCK_SET) -> BlockSet:

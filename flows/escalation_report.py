@@ -6,13 +6,13 @@ event; it only reads the ticket and publishes it, it changes nothing.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.logging import get_run_logger
-from pydantic import Field
 
+from billing_recon.domain.ticket_id import TicketId
 from billing_recon.reports import event_row
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
@@ -36,16 +36,16 @@ def _markdown(ticket: Ticket, events: list[dict[str, Any]]) -> str:
 
 @flow(name="escalation-report", persist_result=False)
 async def escalation_report(
-    ticket_id: Annotated[str, Field(
-        pattern=r"^T-\d+$", description="The escalated ticket, e.g. T-000042")],
+    ticket_id: TicketId,
 ) -> dict[str, Any]:
     """Publish an escalated ticket's state, reason and last events as a markdown artifact."""
-    number = tickets.parse_ticket_id(ticket_id)
-    ticket = await in_thread(tickets.get, deps().sessions, number)
-    log = await in_thread(tickets.events, deps().sessions, number)
+    shown = tickets.format_ticket_id(ticket_id)
+    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    log = await in_thread(tickets.events, deps().sessions, ticket_id)
     events = [event_row(e) for e in log[-LAST_EVENTS:]]
-    await acreate_markdown_artifact(_markdown(ticket, events), key=f"ticket-{number}-escalation",
-                                    description=f"{ticket_id}: escalated ({ticket.reason})")
+    await acreate_markdown_artifact(_markdown(ticket, events),
+                                    key=f"ticket-{ticket_id}-escalation",
+                                    description=f"{shown}: escalated ({ticket.reason})")
     get_run_logger().warning("%s is %s (%s): see the escalation artifact",
-                             ticket_id, ticket.state, ticket.reason)
-    return {"ticket_id": ticket_id, "state": ticket.state, "reason": ticket.reason}
+                             shown, ticket.state, ticket.reason)
+    return {"ticket_id": shown, "state": ticket.state, "reason": ticket.reason}

@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from billing_recon.domain.fsm import Reason, State, is_terminal
+from billing_recon.domain.ticket_id import TicketId
 from billing_recon.errors import (
     BudgetExceeded,
     GatewayRejected,
@@ -91,7 +92,7 @@ async def _step(ticket_id: int, wait_s: float) -> bool:
 @flow(name="process-ticket", persist_result=False)
 async def process_ticket(
     email_path: str | None = None,
-    ticket_id: int | None = None,
+    ticket_id: TicketId | None = None,
     approval_wait_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Run one ticket from its last committed state until it ends or waits for a decision.

@@ -27,8 +27,6 @@ from tasks.runtime import deps, in_thread
 
 # The artifact page of the Prefect UI (the new UI; `/` redirects there).
 ARTIFACT_PAGE = "/v2/artifacts/artifact/"
-# How often a paused run checks for a decision; tests shorten it.
-POLL_INTERVAL_S = int(os.environ.get("BILLING_RECON_PAUSE_POLL_S", "2"))
 
 
 class ApprovalForm(RunInput):
@@ -90,9 +88,7 @@ def _seconds_left(ticket: Ticket, until: datetime) -> float:
 
 def _suspend() -> bool:
     """Suspend (free the worker) when the run belongs to a deployment; else pause in-process."""
-    if os.environ.get("BILLING_RECON_SUSPEND", "1").lower() in {"0", "false", "no", "off"}:
-        return False
-    return in_deployment()
+    return deps().settings.orchestration.suspend and in_deployment()
 
 
 async def _answers_so_far(ticket_id: int) -> int:
@@ -115,7 +111,8 @@ async def _ask(form: type[ApprovalForm], ticket_id: int, left: float, suspend: b
                                         key=key), f"suspended-{key}")
     key = f"approval-{ticket_id}-{answered}-{pause}"
     return (await apause_flow_run(wait_for_input=form, timeout=max(1, int(left)),
-                                  poll_interval=POLL_INTERVAL_S, key=key), f"paused-{key}")
+                                  poll_interval=deps().settings.orchestration.pause_poll_s,
+                                  key=key), f"paused-{key}")
 
 
 async def _forget_answer(run_id: str | None, base_key: str) -> None:
@@ -144,7 +141,7 @@ async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
     suspend = _suspend()
     waiter = "suspended" if suspend else waiter_id()
     # A suspended run holds nothing, so it waits up to the ticket's own approval deadline.
-    horizon = deps().settings.approval_timeout_s if suspend else wait_s
+    horizon = deps().settings.approval.approval_timeout_s if suspend else wait_s
     until = datetime.now(UTC).timestamp() + horizon
     for pause in range(1_000):
         ticket = await in_thread(tickets.get, deps().sessions, ticket_id)

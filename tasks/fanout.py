@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -28,7 +27,7 @@ ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.P
 
 def ticket_deployment() -> str:
     """The deployment that runs one ticket (``flow-name/deployment-name``)."""
-    return os.environ.get("BILLING_RECON_TICKET_DEPLOYMENT", "process-ticket/process-ticket")
+    return deps().settings.orchestration.ticket_deployment
 
 
 async def _has_active_run(tag: str) -> bool:

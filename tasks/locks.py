@@ -25,7 +25,9 @@ class LeaseLockManager(LockManager):
     """Prefect locks as expiring leases in the billing database of the current settings."""
 
     def _store(self) -> LeaseStore:
-        return LeaseStore(deps().sessions.kw["bind"])
+        current = deps()
+        return LeaseStore(current.sessions.kw["bind"],
+                          current.settings.orchestration.refund_lease_s)
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:

@@ -44,6 +44,6 @@ def retry_failed_attempt(_task: Any, _run: TaskRun, state: State[Any]) -> bool:
 
 
 # Capped self-correction: the retries themselves come from the settings when the task runs
-# (settings.analysis_retries, the core's own cap), then the flow trips the circuit breaker.
+# (settings.budgets.analysis_retries, the core's own cap), then the flow trips the circuit breaker.
 RECONCILE: TaskConfig = {**STEP, "retry_delay_seconds": 0,
                          "retry_condition_fn": retry_failed_attempt}

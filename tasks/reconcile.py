@@ -22,7 +22,7 @@ async def reconcile_attempt(ticket_id: int) -> Analysis:
 
 async def reconcile(ticket_id: int) -> Analysis:
     """The attempts, retried up to the settings' cap (the same cap the core enforces)."""
-    retries = deps().settings.analysis_retries
+    retries = deps().settings.budgets.analysis_retries
     return await reconcile_attempt.with_options(retries=retries)(ticket_id)
 
 

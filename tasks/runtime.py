@@ -1,27 +1,26 @@
 """Access to the process-wide core dependencies from inside tasks and flows.
 
 The settings come from Prefect blocks when blocks are in use, else from the environment:
-blocks are in use when ``BILLING_RECON_BLOCKS`` names a block set, or when the flow run was
-created from a deployment and blocks are saved under the default name.
+blocks are in use when the setting ``orchestration.blocks`` (``BILLING_RECON_BLOCKS``) names a
+block set, or when the flow run was created from a deployment and blocks are saved under the
+default name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from billing_recon import runtime
-from billing_recon.config import Settings
+from billing_recon.config import Settings, load
 from billing_recon.errors import UserInputError
 from billing_recon.steps.deps import Deps
 from tasks.context import in_deployment
 
 P = ParamSpec("P")
 R = TypeVar("R")
-BLOCKS_ENV = "BILLING_RECON_BLOCKS"
 _lock = threading.Lock()
 # Per process: every task asks for deps, and the server must not be asked each time. A worker
 # starts a process per flow run, so an edited block takes effect with the next run.
@@ -35,7 +34,7 @@ def deps() -> Deps:
 
 def block_settings() -> Settings | None:
     """The settings from the block set in use, or None when the environment decides."""
-    explicit = os.environ.get(BLOCKS_ENV, "").strip()
+    explicit = load().orchestration.blocks
     if explicit:
         return _load(explicit, required=True)
     if in_deployment():
@@ -53,8 +52,9 @@ def _load(name: str, required: bool) -> Settings | None:
 
     found = load_block_set(name)
     if required and not found.found():
-        raise UserInputError(f"{BLOCKS_ENV}={name!r}: no billing-recon block is saved under "
-                             "that name (billing-recon blocks register --name NAME saves them)")
+        raise UserInputError(f"BILLING_RECON_BLOCKS={name!r}: no billing-recon block is saved "
+                             "under that name (billing-recon blocks register --name NAME "
+                             "saves them)")
     settings = found.settings() if found.found() else None
     with _lock:
         return _loaded.setdefault((name, required), settings)

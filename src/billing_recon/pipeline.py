@@ -30,7 +30,7 @@ ACTOR = "pipeline"
 def _reconcile(deps: Deps, ticket_id: int, actor: str) -> None:
     """Analysis attempts until one succeeds or the circuit breaker trips, then verify."""
     error = "every analysis attempt failed"
-    for _ in range(deps.settings.analysis_retries + 1):
+    for _ in range(deps.settings.budgets.analysis_retries + 1):
         try:
             summary = reconciliation.analysis_attempt(deps, ticket_id, actor)
         except AnalysisExhausted as exc:

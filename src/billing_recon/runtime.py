@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from billing_recon.config import Settings
+from billing_recon.config import Settings, load
 from billing_recon.domain.fsm import State
 from billing_recon.domain.money import to_minor_units
 from billing_recon.domain.proposal import Proposal
-from billing_recon.llm import registry
+from billing_recon.llm.backends import chat_model
 from billing_recon.payments.gateway_store import GatewayStore
 from billing_recon.payments.refunds import RefundClient
 from billing_recon.sandbox.factory import make_sandbox
@@ -78,22 +78,24 @@ def seed_gateway_charges(store: GatewayStore, session: Session) -> int:
 def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
     """Start the local gateway once per process (on loopback) and seed its charges."""
     with _lock:
-        server = _gateways.get(settings.gateway_db)
+        gateway = settings.gateway
+        server = _gateways.get(gateway.db_url)
         if server is None:
             # Imported here: the local gateway pulls in FastAPI and uvicorn, which a run against
             # a real gateway (or one that never refunds) should not pay for at start-up.
             from billing_recon.payments.gateway_server import GatewayServer
 
-            server = GatewayServer(settings.gateway_db).start()
-            _gateways[settings.gateway_db] = server
+            server = GatewayServer(gateway.db_url, retention_s=gateway.retention_h * 3600,
+                                   key_lease_s=gateway.key_lease_s).start()
+            _gateways[gateway.db_url] = server
             log.info("local payment gateway listening on %s", server.url)
     with deps.sessions() as session:
         payments = session.scalar(select(func.count(Payment.payment_id))
                                   .where(Payment.charge_ref.is_not(None))) or 0
-        if _seeded.get(settings.gateway_db) != payments:  # new billing data since the last seed
-            store = GatewayStore(settings.gateway_db)
+        if _seeded.get(gateway.db_url) != payments:  # new billing data since the last seed
+            store = GatewayStore(gateway.db_url)
             try:
-                _seeded[settings.gateway_db] = seed_gateway_charges(store, session)
+                _seeded[gateway.db_url] = seed_gateway_charges(store, session)
             finally:
                 store.close()
     return server.url
@@ -107,26 +109,26 @@ def use_settings_from(source: Callable[[], Settings | None] | None) -> None:
 
 def build(settings: Settings | None = None) -> Deps:
     """Deps for these settings (else the registered source's, else the env's), once per process."""
-    settings = settings or (_source() if _source else None) or Settings()
-    # Every field counts (sandbox limits, model names, budgets...): a changed setting must
-    # never be served the deps built for the old one. Secrets are kept out of the repr.
-    cache_key = repr(settings)
+    settings = settings or (_source() if _source else None) or load()
+    # Every field counts (sandbox limits, model names, budgets, secrets): a changed setting
+    # must never be served the deps built for the old one.
+    cache_key = settings.fingerprint()
     with _lock:
         if cache_key in _cache:
             return _cache[cache_key]
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database.sqlalchemy_url)
     migrate(engine)
     deps = Deps(settings=settings, sessions=session_factory(engine),
-                model=registry.build(settings.llm, settings.llm_models),
-                sandbox=make_sandbox(settings.sandbox, settings.sandbox_settings),
-                refund_client=lambda: _client(settings, deps), switches=Switches.from_env())
+                model=chat_model(settings.llm), sandbox=make_sandbox(settings.sandbox),
+                refund_client=lambda: _client(settings, deps),
+                switches=Switches.from_settings(settings.switches))
     with _lock:
         return _cache.setdefault(cache_key, deps)
 
 
 def _client(settings: Settings, deps: Deps) -> RefundClient:
-    url = settings.gateway_url or embedded_gateway_url(settings, deps)
-    return RefundClient(settings.stripe_api_key, base_url=url)
+    url = settings.gateway.url or embedded_gateway_url(settings, deps)
+    return RefundClient.from_settings(settings.gateway, url)
 
 
 def reset() -> None:

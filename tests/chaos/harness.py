@@ -238,8 +238,8 @@ class World:
         engine = make_engine(self.billing_url)
         migrate(engine)
         self.engine = engine
-        self.settings = Settings(database_url=self.billing_url, home=root / "home",
-                                 gateway_url="http://unused")
+        self.settings = Settings(database={"url": self.billing_url}, home=root / "home",
+                                 gateway={"url": "http://unused"})
         self.deps = Deps(settings=self.settings, sessions=session_factory(engine),
                          model=None, sandbox=None,  # type: ignore[arg-type]
                          refund_client=lambda: None)  # type: ignore[arg-type,return-value]

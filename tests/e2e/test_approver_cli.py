@@ -20,7 +20,7 @@ SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, base32
 
 def _pending_ticket(cli: Cli) -> tuple[str, Settings]:
     """A ticket awaiting approval in the CLI's database, made in-process (no flow: faster)."""
-    settings = Settings(database_url=f"sqlite:///{cli.cwd}/billing_recon.db",
+    settings = Settings(database={"url": f"sqlite:///{cli.cwd}/billing_recon.db"},
                         home=cli.cwd / "home")
     runtime.reset()
     deps = runtime.build(settings)

@@ -53,9 +53,11 @@ def test_blocks_register_saves_the_environment_as_a_block_set(
     assert set(SLUGS) <= {t["slug"] for t in types}
     docs = {slug: _document(prefect_api, slug, block_set) for slug in SLUGS}
     assert all(docs.values()), docs
-    assert docs["billing-recon-database"]["data"]["url"] == SECRETS["BILLING_RECON_DATABASE_URL"]
-    assert docs["billing-recon-payment-gateway"]["data"]["stripe_api_key"] == "sk_test_e2e_secret"
-    policy = docs["billing-recon-approval-policy"]["data"]
+    database = docs["billing-recon-database"]["data"]["database"]
+    assert database["url"] == SECRETS["BILLING_RECON_DATABASE_URL"]
+    gateway = docs["billing-recon-payment-gateway"]["data"]["gateway"]
+    assert gateway["stripe_api_key"] == "sk_test_e2e_secret"
+    policy = docs["billing-recon-approval-policy"]["data"]["approval"]
     assert (policy["approvers"], policy["signing_key"]) == (["carol", "dan"], "signing-e2e-secret")
-    assert docs["billing-recon-sandbox"]["data"]["backend"] == "bwrap"
+    assert docs["billing-recon-sandbox"]["data"]["sandbox"]["backend"] == "bwrap"
     assert done.stdout.count("saved") == len(SLUGS)

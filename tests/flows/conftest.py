@@ -151,7 +151,7 @@ async def decide_in_ui(ticket: Any, approve: bool, approver: str = "alice",
 
 def gateway_refunds(deps: Deps) -> list[dict[str, Any]]:
     """Every refund the local gateway holds."""
-    store = GatewayStore(deps.settings.gateway_db)
+    store = GatewayStore(deps.settings.gateway.db_url)
     try:
         return store.list_refunds()
     finally:

@@ -10,28 +10,36 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from prefect import flow
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import BlockDocumentCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_engine import run_flow_async
 from prefect.testing.cli import invoke_and_assert
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from billing_recon.agents.triage import triage
-from billing_recon.config import Settings
+from billing_recon.config import (
+    ApprovalSettings,
+    DatabaseSettings,
+    GatewaySettings,
+    LlmBudget,
+    ModelSettings,
+    Price,
+    SandboxSettings,
+    load,
+)
 from billing_recon.domain.email import parse_email
 from billing_recon.errors import ApprovalRefused, ModelUnavailable, UserInputError
-from billing_recon.llm import registry
-from billing_recon.llm.settings import ModelSettings, Price
+from billing_recon.llm.backends import chat_model
 from billing_recon.sandbox.port import SandboxLimits
 from billing_recon.steps import approval_gate
 from billing_recon.steps.deps import Deps
@@ -46,7 +54,6 @@ from blocks import (
     SandboxConfig,
     registration,
 )
-from blocks.llm import ModelPrice
 from blocks.settings import BLOCK_TYPES, DEFAULT_BLOCK_SET, settings_from_blocks
 from flows.process_ticket import process_ticket
 from tasks.runtime import block_settings, deps, forget_block_settings
@@ -59,35 +66,52 @@ BOTH = "Hello, INV-000001 and INV-000002 look wrong: I was overcharged $24.60."
 def samples() -> list[Block]:
     """One block of each type with a secret in it and values away from the defaults."""
     return [
-        BillingDatabase(url=SecretStr("postgresql://recon:db-pw-7f3@127.0.0.1:5432/billing")),
-        LlmEndpoint(kind="openai", base_url="http://127.0.0.1:9/v1",
-                    api_key=SecretStr("sk-llm-secret-91"), analysis_model="gpt-4o",
-                    max_calls_per_ticket=4, breaker_window_s=60.0,
-                    prices={"gpt-4o": ModelPrice(input_per_mtok=Decimal("2.5"),
-                                                 output_per_mtok=Decimal("10"))}),
-        SandboxConfig(backend="e2b", e2b_api_key=SecretStr("e2b-secret-55"), workers=3,
-                      limits=SandboxLimits(cpu_seconds=5), e2b_template="recon"),
-        PaymentGateway(url="https://stripe.example.test",
-                       stripe_api_key=SecretStr("sk_test_gw_secret_12"),
-                       gateway_db="sqlite:///gateway-x.db"),
-        ApprovalPolicy(approvers=["carol", " dan "], signing_key=SecretStr("sign-secret-33"),
-                       approval_timeout_s=60.0, require_verified_code=True,
-                       four_eyes_thresholds={"usd": Decimal("1000.00")}),
+        BillingDatabase(database=DatabaseSettings(
+            url=SecretStr("postgresql://recon:db-pw-7f3@127.0.0.1:5432/billing"))),
+        LlmEndpoint(llm=ModelSettings(
+            backend="openai", base_url="http://127.0.0.1:9/v1",
+            api_key=SecretStr("sk-llm-secret-91"), analysis_model="gpt-4o",
+            prices={"gpt-4o": Price(input_per_mtok=Decimal("2.5"),
+                                    output_per_mtok=Decimal("10"))}),
+            budgets=LlmBudget(max_calls_per_ticket=4, breaker_window_s=60.0)),
+        SandboxConfig(sandbox=SandboxSettings(
+            backend="e2b", e2b_api_key=SecretStr("e2b-secret-55"), workers=3,
+            limits=SandboxLimits(cpu_seconds=5), e2b_template="recon")),
+        PaymentGateway(gateway=GatewaySettings(
+            url="https://stripe.example.test", stripe_api_key=SecretStr("sk_test_gw_secret_12"),
+            db=SecretStr("sqlite:///gateway-x.db"))),
+        ApprovalPolicy(approval=ApprovalSettings(
+            approvers=("carol", " dan "), signing_key=SecretStr("sign-secret-33"),
+            approval_timeout_s=60.0, require_code=True,
+            four_eyes={"usd": Decimal("1000.00")})),
     ]
 
 
-def secret_fields(block: Block) -> dict[str, str]:
-    """The block's secret fields and their plain values."""
-    return {name: getattr(block, name).get_secret_value()
-            for name, info in type(block).model_fields.items()
-            if SecretStr in (info.annotation, *get_args(info.annotation))
-            and getattr(block, name) is not None}
+def secret_fields(model: BaseModel, prefix: str = "") -> dict[str, str]:
+    """The model's secret fields (dotted paths into its sections) and their plain values."""
+    found: dict[str, str] = {}
+    for name, value in model:
+        if isinstance(value, SecretStr):
+            found[prefix + name] = value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            found.update(secret_fields(value, f"{prefix}{name}."))
+    return found
 
 
 def plain(block: Block) -> dict[str, Any]:
     """Every field of the block with secrets revealed, for comparing values."""
-    return {name: value.get_secret_value() if isinstance(value, SecretStr) else value
-            for name, value in block}
+    return json.loads(json.dumps(block.model_dump(mode="python"), default=_revealed))
+
+
+def _revealed(value: object) -> object:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def at(data: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted path of a block document."""
+    for key in dotted.split("."):
+        data = data[key]
+    return data
 
 
 def delete_block_set(name: str) -> None:
@@ -133,69 +157,115 @@ def test_block_round_trips_and_its_secrets_stay_hidden(sample: Block, block_set:
         stored = client.read_block_document_by_name(block_set, slug, include_secrets=True)
     for field, value in secrets.items():
         assert value not in json.dumps(shown.data, default=str) + repr(loaded) + str(loaded)
-        assert shown.data[field] != value and set(str(shown.data[field])) == {"*"}
-        assert stored.data[field] == value
+        assert at(shown.data, field) != value and set(str(at(shown.data, field))) == {"*"}
+        assert at(stored.data, field) == value
 
 
 def test_settings_from_blocks_are_the_blocks_values(block_set: str) -> None:
     for block in samples():
         block.save(block_set)
     settings = settings_from_blocks(block_set)
-    assert settings.llm.startswith("openai-block-")
-    expected = Settings(
-        database_url="postgresql://recon:db-pw-7f3@127.0.0.1:5432/billing",
-        llm=settings.llm, llm_models=ModelSettings(
-            models={"triage": "gpt-4.1-mini", "analysis": "gpt-4o", "summary": "gpt-4.1-mini"},
-            prices={"gpt-4o": Price(Decimal("2.5"), Decimal("10"))}),
-        llm_budget=replace(Settings().llm_budget, max_calls_per_ticket=4, breaker_window_s=60.0),
-        sandbox="e2b", sandbox_settings=replace(
-            Settings().sandbox_settings, e2b_api_key="e2b-secret-55", workers=3,
-            limits=SandboxLimits(cpu_seconds=5), e2b_template="recon"),
-        gateway_url="https://stripe.example.test", stripe_api_key="sk_test_gw_secret_12",
-        gateway_db="sqlite:///gateway-x.db", approvers=("carol", "dan"),
-        signing_key_value="sign-secret-33", approval_timeout_s=60.0,
-        require_verified_code=True, four_eyes_thresholds=(("USD", Decimal("1000.00")),))
+    blocks = samples()
+    expected = load(**{name: section for block in blocks
+                       for name, section in block.sections().items()})
     assert settings == expected
+    assert settings.database.sqlalchemy_url.endswith("db-pw-7f3@127.0.0.1:5432/billing")
+    assert (settings.llm.backend, settings.llm.analysis_model) == ("openai", "gpt-4o")
+    assert settings.llm.prices == {"gpt-4o": Price(input_per_mtok=Decimal("2.5"),
+                                                   output_per_mtok=Decimal("10"))}
+    assert settings.budgets.max_calls_per_ticket == 4
+    assert (settings.sandbox.backend, settings.sandbox.limits.cpu_seconds) == ("e2b", 5)
+    assert settings.gateway.db_url == "sqlite:///gateway-x.db"
+    assert settings.approval.approvers == ("carol", "dan")
+    assert settings.approval.four_eyes == {"USD": Decimal("1000.00")}
     assert settings.signing_key() == b"sign-secret-33"
-    for block in samples():
+    for block in blocks:
         for value in secret_fields(block).values():
-            assert value not in repr(settings)
+            assert value not in repr(settings) and value not in str(settings)
 
 
 def test_a_missing_block_leaves_its_part_to_the_environment(block_set: str) -> None:
     url = "sqlite:///only-the-database.db"
-    BillingDatabase(url=SecretStr(url)).save(block_set)
-    assert settings_from_blocks(block_set) == replace(Settings(), database_url=url)
+    BillingDatabase(database=DatabaseSettings(url=SecretStr(url))).save(block_set)
+    assert settings_from_blocks(block_set) == load(database=DatabaseSettings(url=SecretStr(url)))
+    assert settings_from_blocks(block_set) != load()
+
+
+def test_a_block_saved_by_an_older_release_is_a_clear_error(block_set: str) -> None:
+    """A flat document of the previous block schema is refused, never read as the defaults."""
+    BillingDatabase.register_type_and_schema()
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug(BillingDatabase.get_block_type_slug())
+        schema = client.get_most_recent_block_schema_for_block_type(block_type.id)
+        assert schema is not None
+        client.create_block_document(BlockDocumentCreate(
+            name=block_set, data={"url": "sqlite:///old.db"}, block_type_id=block_type.id,
+            block_schema_id=schema.id))
+    with pytest.raises(UserInputError, match=r"saved by an older release.*--overwrite"):
+        settings_from_blocks(block_set)
 
 
 def test_settings_differing_only_in_a_secret_have_different_cache_keys() -> None:
-    base = Settings()
-    variants = [replace(base, database_url="postgresql://u:pw-a@h/db"),
-                replace(base, database_url="postgresql://u:pw-b@h/db"),
-                replace(base, stripe_api_key="sk_test_a"),
-                replace(base, sandbox_settings=replace(base.sandbox_settings, e2b_api_key="e2b-a")),
-                replace(base, signing_key_value="key-a"), replace(base, signing_key_value="key-b")]
-    keys = {repr(s) for s in [base, *variants]}
+    base = load()
+    variants = [
+        load(database=DatabaseSettings(url=SecretStr("postgresql://u:pw-a@h/db"))),
+        load(database=DatabaseSettings(url=SecretStr("postgresql://u:pw-b@h/db"))),
+        load(gateway=GatewaySettings(stripe_api_key=SecretStr("sk_test_a"))),
+        load(sandbox=SandboxSettings(e2b_api_key=SecretStr("e2b-a"))),
+        load(approval=ApprovalSettings(signing_key=SecretStr("key-a"))),
+        load(approval=ApprovalSettings(signing_key=SecretStr("key-b")))]
+    keys = {s.fingerprint() for s in [base, *variants]}
     assert len(keys) == len(variants) + 1
+    assert base.fingerprint() == load().fingerprint()
     for secret in ("pw-a", "pw-b", "sk_test_a", "e2b-a", "key-a", "key-b"):
-        assert all(secret not in key for key in keys)
+        assert all(secret not in key and secret not in repr(s) for key in keys for s in variants)
+
+
+def test_each_block_hands_out_its_configured_client(tmp_path: Path,
+                                                   chat_server: ChatServer) -> None:
+    """As prefect-sqlalchemy's connector does: an engine, a model, a sandbox, a refund client."""
+    engine = BillingDatabase(database=DatabaseSettings(
+        url=SecretStr(f"sqlite:///{tmp_path}/b.db"))).get_engine()
+    try:
+        with engine.connect() as conn:  # migrated: the tickets table is there
+            assert conn.exec_driver_sql("SELECT count(*) FROM tickets").scalar() == 0
+    finally:
+        engine.dispose()
+    model = LlmEndpoint(llm=ModelSettings(base_url=chat_server.url,
+                                          api_key=SecretStr("sk-test-loopback")),
+                        budgets=LlmBudget()).chat_model()
+    mail = parse_email(b"From: ann@example.com\r\nSubject: bill\r\n\r\nINV-000001 is wrong\r\n")
+    assert triage(model, mail).invoice_ids == ["INV-000001"] and chat_server.calls("triage") == 1
+    box = SandboxConfig(sandbox=SandboxSettings(backend="subprocess")).get_sandbox()
+    try:
+        assert box.run("print(6 * 7)", {}).stdout == "42\n"
+    finally:
+        box.close()
+    client = PaymentGateway(gateway=GatewaySettings(retries=0)).get_client("http://127.0.0.1:9")
+    assert client.busy_wait_s == GatewaySettings().busy_wait_s
+    with pytest.raises(UserInputError, match="names no URL"):
+        PaymentGateway(gateway=GatewaySettings()).get_client()
 
 
 def test_llm_block_endpoint_and_key_reach_the_model_server(
         block_set: str, chat_server: ChatServer) -> None:
     """The block's URL, key and models are used; another key is another model (and runtime)."""
-    endpoint = {"kind": "openai", "base_url": chat_server.url, "triage_model": "gpt-4.1-nano",
-                "max_retries": 0}
-    LlmEndpoint(api_key=SecretStr("sk-test-loopback"), **endpoint).save(block_set)
+    def endpoint(key: str) -> LlmEndpoint:
+        return LlmEndpoint(llm=ModelSettings(backend="openai", base_url=chat_server.url,
+                                             api_key=SecretStr(key),
+                                             triage_model="gpt-4.1-nano", max_retries=0),
+                           budgets=LlmBudget())
+
+    endpoint("sk-test-loopback").save(block_set)
     good = settings_from_blocks(block_set)
-    LlmEndpoint(api_key=SecretStr("sk-wrong"), **endpoint).save(block_set, overwrite=True)
+    endpoint("sk-wrong").save(block_set, overwrite=True)
     bad = settings_from_blocks(block_set)
-    assert repr(good) != repr(bad)
+    assert good.fingerprint() != bad.fingerprint()
     mail = parse_email(b"From: ann@example.com\r\nSubject: bill\r\n\r\nINV-000001 is wrong\r\n")
-    assert triage(registry.build(good.llm), mail).invoice_ids == ["INV-000001"]
+    assert triage(chat_model(good.llm), mail).invoice_ids == ["INV-000001"]
     assert [r.model for r in chat_server.requests] == ["gpt-4.1-nano"]
     with pytest.raises(ModelUnavailable, match="401"):
-        triage(registry.build(bad.llm), mail)
+        triage(chat_model(bad.llm), mail)
 
 
 def test_blocks_env_naming_no_saved_block_is_refused(
@@ -215,8 +285,9 @@ def test_prefect_block_register_finds_every_block_type_in_the_module() -> None:
 async def test_flow_under_blocks_env_uses_the_blocks_database_and_policy(
         world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_set: str) -> None:
     """The ticket lands in the block's database, and only the block's approver may decide."""
-    await BillingDatabase(url=SecretStr(world.settings.database_url)).asave(block_set)
-    await ApprovalPolicy(approvers=["carol"], signing_key=SecretStr("k-blocks")).asave(block_set)
+    await BillingDatabase(database=world.settings.database).asave(block_set)
+    await ApprovalPolicy(approval=ApprovalSettings(
+        approvers=("carol",), signing_key=SecretStr("k-blocks"))).asave(block_set)
     env_only = tmp_path / "env-only.db"
     monkeypatch.setenv("BILLING_RECON_DATABASE_URL", f"sqlite:///{env_only}")
     monkeypatch.setenv("BILLING_RECON_BLOCKS", block_set)
@@ -250,7 +321,7 @@ def _ticket_count(url: str) -> int:
 async def configured_database() -> str:
     """Which database the flow's configuration names ("env" when no blocks are in use)."""
     settings = block_settings()
-    return settings.database_url if settings else "env"
+    return settings.database.sqlalchemy_url if settings else "env"
 
 
 @pytest.mark.anyio
@@ -260,7 +331,7 @@ async def test_deployment_runs_load_the_default_block_set(
     monkeypatch.delenv("BILLING_RECON_BLOCKS", raising=False)
     url = f"sqlite:///default-set-{uuid4().hex[:8]}.db"
     forget_block_settings()
-    await BillingDatabase(url=SecretStr(url)).asave(DEFAULT_BLOCK_SET)
+    await BillingDatabase(database=DatabaseSettings(url=SecretStr(url))).asave(DEFAULT_BLOCK_SET)
     try:
         async with get_client() as client:
             flow_id = await client.create_flow(configured_database)
@@ -282,11 +353,11 @@ def test_register_keeps_existing_blocks_unless_told_to_overwrite(
     registration.register(block_set, out=lines.append)
     assert sum(line.startswith("saved") for line in lines) == len(BLOCK_TYPES)
     monkeypatch.setenv("BILLING_RECON_APPROVERS", "erin")
-    policy = ApprovalPolicy.from_settings(Settings())
+    policy = ApprovalPolicy.from_settings(load())
     registration.save_block_set([policy], block_set, overwrite=False, out=lines.append)
     assert lines[-1].startswith("kept")
-    assert settings_from_blocks(block_set).approvers == ("carol",)
+    assert settings_from_blocks(block_set).approval.approvers == ("carol",)
     registration.save_block_set([policy], block_set, overwrite=True, out=lines.append)
-    assert settings_from_blocks(block_set).approvers == ("erin",)
+    assert settings_from_blocks(block_set).approval.approvers == ("erin",)
     assert settings_from_blocks(block_set).signing_key() == b"k-register"
     assert not any("k-register" in line for line in lines)

@@ -8,43 +8,39 @@ import pytest
 
 from billing_recon import runtime
 from billing_recon.agents.schemas import AnalysisOutput
-from billing_recon.llm import registry
 from billing_recon.llm.offline import OfflineModel
-from billing_recon.llm.port import ChatMessage, Reply, T, Usage
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
+from billing_recon.testing.chat_server import ChatServer
 from flows.process_ticket import process_ticket
 from tests.flows.conftest import email, gateway_refunds
+from tests.llm_server import use_openai
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]
 
 
-class ScriptedAnalysis(OfflineModel):
-    """Offline triage and summary; analysis answers from a script list (then repeats the last)."""
+class ScriptedAnalysis:
+    """The loopback model server: rules for triage and summary, the analysis answers scripted
+    (the last one repeats), reached through the real OpenAI SDK."""
 
-    name = "scripted"
+    def __init__(self, server: ChatServer, scripts: list[str]) -> None:
+        self.server = server
+        server.script("analysis", *[{"script": script} for script in scripts])
 
-    def __init__(self, scripts: list[str]) -> None:
-        self.scripts, self.analysis_calls = scripts, 0
-
-    def complete(self, agent: str, messages: list[ChatMessage], schema: type[T]) -> Reply[T]:
-        if agent != "analysis":
-            return super().complete(agent, messages, schema)
-        script = self.scripts[min(self.analysis_calls, len(self.scripts) - 1)]
-        self.analysis_calls += 1
-        return Reply(schema.model_validate(AnalysisOutput(script=script).model_dump()),
-                     Usage(10, 10), self.name)
+    @property
+    def analysis_calls(self) -> int:
+        """How many analysis answers the server gave."""
+        return self.server.calls("analysis")
 
 
 def _use(model: ScriptedAnalysis, monkeypatch: pytest.MonkeyPatch) -> None:
-    registry.register("scripted", lambda: model)
-    monkeypatch.setenv("BILLING_RECON_LLM", "scripted")
-    runtime.reset()
+    use_openai(model.server, monkeypatch)
 
 
 async def test_always_failing_script_gets_exactly_four_attempts_then_escalates(
-        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = ScriptedAnalysis([f"raise RuntimeError('broken {i}')" for i in range(10)])
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        chat_server: ChatServer) -> None:
+    model = ScriptedAnalysis(chat_server, [f"raise RuntimeError('broken {i}')" for i in range(10)])
     _use(model, monkeypatch)
     result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
                                                    "INV-000001 is wrong"), approval_wait_s=0)
@@ -60,9 +56,11 @@ async def test_always_failing_script_gets_exactly_four_attempts_then_escalates(
 
 
 async def test_broken_script_is_repaired_on_the_next_attempt(
-        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        chat_server: ChatServer) -> None:
     good = OfflineModel().complete("analysis", [], AnalysisOutput).output.script
-    model = ScriptedAnalysis(["import pandas as pd\nprint(pd.read_csv('nope.csv'))", good])
+    model = ScriptedAnalysis(chat_server,
+                             ["import pandas as pd\nprint(pd.read_csv('nope.csv'))", good])
     _use(model, monkeypatch)
     result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
                                                    "INV-000001 is wrong"), approval_wait_s=0)
@@ -74,8 +72,9 @@ async def test_broken_script_is_repaired_on_the_next_attempt(
 
 
 async def test_repeated_script_is_a_failure_without_running_again(
-        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = ScriptedAnalysis(["raise RuntimeError('same')"])
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        chat_server: ChatServer) -> None:
+    model = ScriptedAnalysis(chat_server, ["raise RuntimeError('same')"])
     _use(model, monkeypatch)
     result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
                                                    "INV-000001 is wrong"), approval_wait_s=0)
@@ -87,10 +86,11 @@ async def test_repeated_script_is_a_failure_without_running_again(
 
 
 async def test_script_disagreeing_with_trusted_rules_escalates(
-        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: Deps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        chat_server: ChatServer) -> None:
     lying = ('import json\nprint(json.dumps({"invoices": {"INV-000001": {"currency": "USD", '
              '"refundable": "500.00", "reasons": ["price_overcharge"]}}}))')
-    _use(ScriptedAnalysis([lying]), monkeypatch)
+    _use(ScriptedAnalysis(chat_server, [lying]), monkeypatch)
     result = await process_ticket(email_path=email(tmp_path, "m1", "ann@example.com",
                                                    "INV-000001 is wrong"), approval_wait_s=0)
     assert (result["state"], result["reason"]) == ("ESCALATED", "cross_check_mismatch")

@@ -239,7 +239,7 @@ async def test_obeying_model_cannot_move_money_scope_or_secrets(
         assert {i: f"{a:.2f}" for r in proposal.refunds for i, a in r.invoices.items()} == {
             i: a for i, a in trusted.items() if Decimal(a) > 0}
         assert {p.charge_ref for r in proposal.refunds for p in r.payments} <= ANN_CHARGES
-        _approve_and_refund(world, tid)
+        _approve_and_refund(runtime.build(), tid)  # the settings the flow runs with (key)
         assert (await process_ticket(ticket_id=tid, approval_wait_s=0))["state"] == "CLOSED"
         refunds = gateway_refunds(world)
         assert sum(r["amount"] for r in refunds) == proposal.total() * 100  # minor units

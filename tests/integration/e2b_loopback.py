@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from billing_recon.sandbox import SandboxLimits, SandboxResult, SubprocessSandbox
+from billing_recon.sandbox.port import SandboxLimits, SandboxResult
+from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
 
 DEBUG_ID = "debug_sandbox_id"
 

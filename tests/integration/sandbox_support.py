@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from billing_recon.sandbox import SandboxResult
+from billing_recon.sandbox.port import SandboxResult
 
 
 def alive(pid: int, comm: str) -> bool:

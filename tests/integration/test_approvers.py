@@ -44,9 +44,14 @@ class Gate:
 
     def four_eyes(self, currency: str, amount: str) -> None:
         """Two approvers above ``amount`` from now on."""
-        settings = dataclasses.replace(self.deps.settings,
-                                       four_eyes_thresholds=((currency, Decimal(amount)),))
-        self.deps = dataclasses.replace(self.deps, settings=settings)
+        self.approval(four_eyes={currency: Decimal(amount)})
+
+    def approval(self, **changes: object) -> None:
+        """These approval settings from now on."""
+        settings = self.deps.settings
+        section = settings.approval.model_copy(update=changes)
+        self.deps = dataclasses.replace(
+            self.deps, settings=settings.model_copy(update={"approval": section}))
 
     def enroll(self, name: str, email: str | None = None, role: str = "approver") -> str:
         """Enroll ``name`` with a fresh secret; returns the secret (the app's copy)."""
@@ -99,7 +104,7 @@ class Gate:
 
     def gateway_refunds(self) -> list[object]:
         """Every refund the embedded gateway made."""
-        store = GatewayStore(self.deps.settings.gateway_db)
+        store = GatewayStore(self.deps.settings.gateway.db_url)
         try:
             return list(store.list_refunds())
         finally:
@@ -165,8 +170,7 @@ def test_missing_wrong_expired_codes_and_disabled_approvers_are_refused(gate: Ga
 
 def test_the_production_switch_refuses_decisions_without_an_enrolled_non_demo_approver(
         gate: Gate) -> None:
-    gate.deps = dataclasses.replace(gate.deps, settings=dataclasses.replace(
-        gate.deps.settings, require_verified_code=True))
+    gate.approval(require_code=True)
     ticket = gate.pending()
     _refused(gate, ticket, "nobody is enrolled and BILLING_RECON_REQUIRE_CODE is set", "alice")
     demo = gate.enroll("dora", role="demo")

@@ -35,7 +35,7 @@ def world(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     sample = generate(tmp_path / "sample", seed=7)
     deps = runtime.build()
     load_directory(deps.sessions, sample.data_dir)
-    store = GatewayStore(deps.settings.gateway_db)
+    store = GatewayStore(deps.settings.gateway.db_url)
     yield deps, store, sorted(sample.inbox_dir.glob("*.eml"))
     store.close()
     runtime.reset()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from billing_recon.payments.gateway_server import API_KEY_ENV, GatewayServer
+from billing_recon.payments.gateway_server import GatewayServer
 from billing_recon.payments.gateway_store import GatewayStore
 
 AUTH = {"Authorization": "Bearer sk_test_local"}
@@ -145,7 +145,7 @@ def test_server_stops_cleanly_and_frees_its_port(gateway_db: str) -> None:
 
 
 def _spawn(db: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, API_KEY_ENV: "sk_test_local"}
+    env = {**os.environ, "BILLING_RECON_GATEWAY_API_KEY": "sk_test_local"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "billing_recon.payments.gateway_server", "--db", db],
         stdout=subprocess.PIPE,

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from billing_recon.config import load
+from billing_recon.errors import UserInputError
 from billing_recon.store.db import make_engine
-from billing_recon.store.leases import LeaseStore, lease_seconds
+from billing_recon.store.leases import LeaseStore
 
 
 class Clock:
@@ -55,7 +57,8 @@ def test_acquire_waits_at_most_the_lease(engine: Engine) -> None:
 
 def test_lease_length_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BILLING_RECON_REFUND_LEASE_S", "42")
-    assert lease_seconds() == 42
+    assert load().orchestration.refund_lease_s == 42
     monkeypatch.setenv("BILLING_RECON_REFUND_LEASE_S", "0")
-    with pytest.raises(ValueError, match="positive"):
-        lease_seconds()
+    with pytest.raises(UserInputError,
+                       match=r"BILLING_RECON_REFUND_LEASE_S='0': .*greater than 0"):
+        load()

@@ -10,11 +10,11 @@ from pydantic import SecretStr
 from billing_recon.agents.analysis import author_script
 from billing_recon.agents.schemas import SummaryOutput, TriageOutput
 from billing_recon.agents.triage import triage
+from billing_recon.config import ModelSettings, from_variables
 from billing_recon.domain.email import parse_email
 from billing_recon.errors import ModelOutputInvalid, ModelUnavailable, UserInputError
 from billing_recon.llm.openai_chat import KEYLESS, OpenAIChatModel, OpenAIEndpoint
 from billing_recon.llm.reference_script import SCRIPT
-from billing_recon.llm.settings import ModelSettings
 from billing_recon.testing.chat_server import ChatServer, Refusal, Stall, Status
 
 RAW = (b"From: Ann <ann@example.com>\r\nTo: billing@example.com\r\nSubject: INV-000001 wrong\r\n"
@@ -38,7 +38,7 @@ def test_triage_parses_the_structured_output_sent_over_http(chat_server: ChatSer
 
 
 def test_each_agent_gets_its_model_cap_and_strict_schema(chat_server: ChatServer) -> None:
-    model = _model(chat_server, models={"triage": "small-x", "analysis": "coder-y"},
+    model = _model(chat_server, triage_model="small-x", analysis_model="coder-y",
                    output_caps={"triage": 123, "analysis": 4567})
     triage(model, parse_email(RAW))
     author_script(model, [])
@@ -116,7 +116,8 @@ def test_server_without_usage_reports_usage_unknown() -> None:
 
 
 def test_endpoint_from_env_and_keyless_servers(chat_server: ChatServer) -> None:
-    endpoint = OpenAIEndpoint.from_env({"OPENAI_BASE_URL": chat_server.url, "OPENAI_API_KEY": ""})
+    endpoint = OpenAIEndpoint.of(from_variables({"OPENAI_BASE_URL": chat_server.url,
+                                                 "OPENAI_API_KEY": ""}).llm)
     assert endpoint == OpenAIEndpoint(None, chat_server.url)
     client = endpoint.client(ModelSettings())
     assert client.api_key == KEYLESS and str(client.base_url) == chat_server.url + "/"

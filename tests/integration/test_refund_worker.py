@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from billing_recon import runtime
+from billing_recon.config import from_variables
+from billing_recon.errors import UserInputError
 from billing_recon.steps import refund_worker
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.switches import Switches
@@ -61,8 +63,9 @@ def test_with_no_layer_the_same_rerun_refunds_twice(
 
 
 def test_unknown_layer_names_are_refused() -> None:
-    with pytest.raises(ValueError, match="ledgr"):
-        Switches.from_env({"BILLING_RECON_LAYERS_OFF": "cache,ledgr"})
+    with pytest.raises(UserInputError, match="BILLING_RECON_LAYERS_OFF item 'ledgr': Input "
+                       "should be 'cache', 'ledger'"):
+        Switches.from_settings(from_variables({"BILLING_RECON_LAYERS_OFF": "cache,ledgr"}).switches)
 
 
 def test_production_deps_switch_nothing_off_whatever_the_environment_says_later(

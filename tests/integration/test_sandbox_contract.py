@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from billing_recon.sandbox import Sandbox, SandboxLimits, SandboxSettings, make_sandbox
-from billing_recon.sandbox.port import MIB
+from billing_recon.config import load
+from billing_recon.config.sandbox import SandboxSettings
+from billing_recon.sandbox.factory import make_sandbox
+from billing_recon.sandbox.port import MIB, Sandbox, SandboxLimits
 from tests.integration.e2b_loopback import FakeE2B
 
 INVOICES_CSV = b"invoice_id,total\nINV-000001,10.50\nINV-000002,4.25\n"
@@ -39,10 +41,10 @@ def _e2b_loopback(fake: FakeE2B) -> Sandbox:
 
 
 _BUILDERS: dict[str, Callable[[FakeE2B], Sandbox]] = {
-    "local": lambda _fake: make_sandbox("local", SandboxSettings()),
-    "subprocess": lambda _fake: make_sandbox("subprocess", SandboxSettings()),
+    "local": lambda _fake: make_sandbox(SandboxSettings(backend="local")),
+    "subprocess": lambda _fake: make_sandbox(SandboxSettings(backend="subprocess")),
     "e2b": _e2b_loopback,
-    "e2b-live": lambda _fake: make_sandbox("e2b", SandboxSettings.from_env()),
+    "e2b-live": lambda _fake: make_sandbox(load().sandbox.model_copy(update={"backend": "e2b"})),
 }
 ISOLATION = {"local": "bwrap", "subprocess": "rlimit-subprocess", "e2b": "e2b", "e2b-live": "e2b"}
 LIVE = pytest.mark.skipif(not os.environ.get("E2B_API_KEY"), reason="E2B_API_KEY is not set")

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from billing_recon.config import from_variables
 from billing_recon.errors import SandboxUnavailable
-from billing_recon.sandbox import SandboxLimits, SandboxSettings, make_sandbox
 from billing_recon.sandbox.e2b_backend import E2BSandbox
+from billing_recon.sandbox.factory import make_sandbox
+from billing_recon.sandbox.port import SandboxLimits
 from tests.integration.e2b_loopback import FakeE2B
 
 
@@ -76,7 +78,7 @@ def test_missing_api_key_is_sandbox_unavailable(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("E2B_DEBUG", raising=False)
 
     with pytest.raises(SandboxUnavailable, match="E2B_API_KEY"):
-        make_sandbox("e2b", SandboxSettings.from_env())
+        make_sandbox(from_variables({"BILLING_RECON_SANDBOX": "e2b"}).sandbox)
 
 
 def test_unreachable_api_is_sandbox_unavailable() -> None:

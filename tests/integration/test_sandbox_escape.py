@@ -20,14 +20,10 @@ from types import FrameType
 
 import pytest
 
-from billing_recon.sandbox import (
-    Sandbox,
-    SandboxLimits,
-    SandboxSettings,
-    SubprocessSandbox,
-    make_sandbox,
-)
-from billing_recon.sandbox.port import MIB
+from billing_recon.config.sandbox import SandboxSettings
+from billing_recon.sandbox.factory import make_sandbox
+from billing_recon.sandbox.port import MIB, Sandbox, SandboxLimits
+from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
 from tests.integration.sandbox_support import processes_with_arg
 
 SECRET_NAME, SECRET_VALUE = "BILLING_RECON_STRIPE_API_KEY", "sk_live_do_not_leak_4242"
@@ -39,7 +35,7 @@ def mode(request: pytest.FixtureRequest) -> Iterator[tuple[str, Sandbox]]:
     """Each isolation mode, built while a secret sits in our environment."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SECRET_NAME, SECRET_VALUE)
-        box = (make_sandbox("bwrap", SandboxSettings()) if request.param == "strong"
+        box = (make_sandbox(SandboxSettings(backend="bwrap")) if request.param == "strong"
                else SubprocessSandbox())
         yield request.param, box
         box.close()
@@ -64,8 +60,9 @@ def read_parent_proc_environ(box: Sandbox, _tmp: Path) -> str | None:
     attack = ("import os\nfor pid in (HOST, os.getppid()):\n"
               "    try:\n        print(open(f'/proc/{pid}/environ', 'rb').read())\n"
               "    except OSError as exc:\n        print('denied', exc)\n")
-    host = ("import os, sys\nfrom billing_recon.sandbox import SandboxSettings, make_sandbox\n"
-            f"box = make_sandbox({backend!r}, SandboxSettings())\n"
+    host = ("import os, sys\nfrom billing_recon.config.sandbox import SandboxSettings\n"
+            "from billing_recon.sandbox.factory import make_sandbox\n"
+            f"box = make_sandbox(SandboxSettings(backend={backend!r}))\n"
             f"print(box.run({attack!r}.replace('HOST', str(os.getpid())), {{}}).stdout)\n"
             "box.close()\n")
     env = {**os.environ, SECRET_NAME: SECRET_VALUE}

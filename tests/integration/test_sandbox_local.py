@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from billing_recon.errors import SandboxUnavailable
-from billing_recon.sandbox import Jail, SandboxLimits, SandboxResult, WarmPool
+from billing_recon.sandbox.bwrap import Jail
+from billing_recon.sandbox.local import WarmPool
+from billing_recon.sandbox.port import SandboxLimits, SandboxResult
 from tests.integration.sandbox_support import any_alive, descendants, processes_with_arg
 
 
@@ -231,7 +233,8 @@ def test_workers_start_lazily_and_close_kills_them(jail: Jail, tmp_path: Path) -
 
 def test_workers_are_killed_when_the_interpreter_exits(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
-        from billing_recon.sandbox import Jail, WarmPool
+        from billing_recon.sandbox.bwrap import Jail
+        from billing_recon.sandbox.local import WarmPool
         pool = WarmPool(Jail.for_this_python(), tmp_root={str(tmp_path)!r})
         print(pool.run("print('ran')", {{}}).stdout, end="")
         """)  # and exit without close()
@@ -246,7 +249,8 @@ def test_workers_are_killed_when_the_interpreter_exits(tmp_path: Path) -> None:
 
 def test_workers_die_with_a_host_killed_by_sigkill(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
-        from billing_recon.sandbox import Jail, WarmPool
+        from billing_recon.sandbox.bwrap import Jail
+        from billing_recon.sandbox.local import WarmPool
         pool = WarmPool(Jail.for_this_python(), tmp_root={str(tmp_path)!r})
         print(pool.run("print('ran')", {{}}).stdout, end="", flush=True)
         pool.run("import time\\ntime.sleep(60)", {{}})  # busy: the worker is not listening
@@ -335,7 +339,8 @@ def test_a_forked_child_uses_its_own_workers_and_leaves_the_parents(
 def test_a_forked_child_exiting_normally_leaves_the_parents_workers(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import os, sys
-        from billing_recon.sandbox import Jail, WarmPool
+        from billing_recon.sandbox.bwrap import Jail
+        from billing_recon.sandbox.local import WarmPool
         pool = WarmPool(Jail.for_this_python(), tmp_root={str(tmp_path)!r})
         pool.run("pass", {{}})
         if os.fork() == 0:

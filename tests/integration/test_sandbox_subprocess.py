@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from billing_recon.errors import SandboxUnavailable
-from billing_recon.sandbox import SandboxLimits, SandboxResult, SubprocessSandbox, make_sandbox
-from billing_recon.sandbox.port import MIB
+from billing_recon.config import from_variables
+from billing_recon.errors import SandboxUnavailable, UserInputError
+from billing_recon.sandbox.port import MIB, SandboxLimits, SandboxResult
+from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
 from tests.integration.sandbox_support import alive, dies_soon, first_int
 
 
@@ -174,9 +175,10 @@ def test_missing_interpreter_is_sandbox_unavailable() -> None:
         SubprocessSandbox(python="/nonexistent/python3")
 
 
-def test_unknown_backend_is_sandbox_unavailable() -> None:
-    with pytest.raises(SandboxUnavailable, match="unknown sandbox backend 'nope'"):
-        make_sandbox("nope")
+def test_unknown_backend_is_a_setting_error_naming_the_variable() -> None:
+    with pytest.raises(UserInputError, match="BILLING_RECON_SANDBOX='nope': Input should be "
+                       "'local', 'bwrap', 'subprocess' or 'e2b'"):
+        from_variables({"BILLING_RECON_SANDBOX": "nope"})
 
 
 # --- the port's models ------------------------------------------------------------------------

@@ -92,4 +92,5 @@ def test_the_approver_key_file_is_owner_only_and_created_once(
     assert Settings(home=tmp_path / "home").approver_key() == first
     assert first != settings.signing_key()
     monkeypatch.setenv("BILLING_RECON_APPROVER_KEY", "from-the-environment")
-    assert settings.approver_key() == b"from-the-environment"
+    assert settings.approver_key() == first  # settings are read once, when made
+    assert Settings(home=tmp_path / "home").approver_key() == b"from-the-environment"

@@ -8,8 +8,6 @@ exception is converted to one of ours at this boundary.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +16,9 @@ from openai.types.chat import ChatCompletionMessageParam, ParsedChatCompletion
 from openai.types.completion_usage import CompletionUsage
 from pydantic import SecretStr, ValidationError
 
+from billing_recon.config.llm import ModelSettings
 from billing_recon.errors import ModelOutputInvalid, ModelUnavailable, UserInputError
 from billing_recon.llm.port import ChatMessage, Reply, T, Usage
-from billing_recon.llm.settings import ModelSettings
 
 OPENAI_API_URL = "https://api.openai.com/v1"
 # Self-hosted OpenAI-compatible servers (vLLM, Ollama, ...) often need no key; the SDK needs one.
@@ -29,18 +27,15 @@ KEYLESS = "not-needed"
 
 @dataclass(frozen=True)
 class OpenAIEndpoint:
-    """Where the server is and the key to use: from the environment, or handed over by a Block."""
+    """Where the server is and the key to use (the model settings' ``base_url`` and ``api_key``)."""
 
     api_key: SecretStr | None = None
     base_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> OpenAIEndpoint:
-        """OPENAI_API_KEY and OPENAI_BASE_URL (empty counts as unset)."""
-        env = os.environ if env is None else env
-        key = env.get("OPENAI_API_KEY") or None
-        return cls(api_key=SecretStr(key) if key else None,
-                   base_url=env.get("OPENAI_BASE_URL") or None)
+    def of(cls, settings: ModelSettings) -> OpenAIEndpoint:
+        """The endpoint the model settings name."""
+        return cls(api_key=settings.api_key, base_url=settings.base_url)
 
     def client(self, settings: ModelSettings) -> openai.OpenAI:
         """An SDK client with bounded timeout and retries."""
@@ -48,7 +43,7 @@ class OpenAIEndpoint:
             raise UserInputError("the OpenAI model needs OPENAI_API_KEY (or OPENAI_BASE_URL for "
                                  "an OpenAI-compatible server without keys)")
         key = self.api_key.get_secret_value() if self.api_key else KEYLESS
-        # base_url is always explicit so a Block's values are never overridden by the env.
+        # base_url is always explicit: the SDK would otherwise read OPENAI_BASE_URL itself.
         return openai.OpenAI(api_key=key, base_url=self.base_url or OPENAI_API_URL,
                              timeout=settings.timeout_s, max_retries=settings.max_retries)
 

@@ -8,7 +8,6 @@ prints the gateway's URL once it answers and serves until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import threading
@@ -20,6 +19,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from billing_recon.config import load
+from billing_recon.config.sections import GatewaySettings
 from billing_recon.payments.gateway_app import create_app
 from billing_recon.payments.gateway_store import (
     DEFAULT_LEASE_S,
@@ -29,26 +30,6 @@ from billing_recon.payments.gateway_store import (
 
 if TYPE_CHECKING:  # fault injection is a test double, not shipped
     from billing_recon.testing.gateway_faults import FaultInjector, FaultPlan
-
-DEFAULT_DB_URL = "sqlite:///billing_recon_gateway.db"
-API_KEY_ENV = "BILLING_RECON_GATEWAY_API_KEY"
-RETENTION_ENV = "BILLING_RECON_GATEWAY_RETENTION_H"
-LEASE_ENV = "BILLING_RECON_GATEWAY_KEY_LEASE_S"
-FAULTS_ENV = "BILLING_RECON_GATEWAY_FAULTS"
-
-
-def retention_from_env() -> float:
-    """Seconds idempotency keys are kept: BILLING_RECON_GATEWAY_RETENTION_H (hours, >= 24)."""
-    hours = float(os.environ.get(RETENTION_ENV, DEFAULT_RETENTION_S / 3600))
-    if hours < 24:
-        raise ValueError(f"{RETENTION_ENV} must be at least 24 (Stripe keeps keys 24 h)")
-    return hours * 3600
-
-
-def key_lease_from_env() -> float:
-    """Seconds before an in-flight key of a dead request may be taken over (default 60)."""
-    return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
-
 
 def fault_plan(spec: str | None) -> FaultPlan | None:
     """The fault plan of a spec (tests only): the fault injection is a test double that a
@@ -61,11 +42,6 @@ def fault_plan(spec: str | None) -> FaultPlan | None:
         raise SystemExit("fault injection is a test feature of the source checkout; this "
                          "installation does not include billing_recon.testing") from exc
     return FaultPlan.parse(spec)
-
-
-def faults_from_env() -> FaultPlan | None:
-    """The fault plan of BILLING_RECON_GATEWAY_FAULTS, if set (tests only)."""
-    return fault_plan(os.environ.get(FAULTS_ENV))
 
 
 class GatewayServer:
@@ -82,17 +58,16 @@ class GatewayServer:
         port: int = 0,
         *,
         api_key: str | None = None,
-        retention_s: float | None = None,
-        key_lease_s: float | None = None,
+        retention_s: float = DEFAULT_RETENTION_S,
+        key_lease_s: float = DEFAULT_LEASE_S,
         faults: FaultPlan | None = None,
         startup_timeout_s: float = 15.0,
     ) -> None:
-        """Configure the server; nothing runs until start(). Unset retention and key lease
-        come from the environment; `faults` switches fault injection on (tests only)."""
+        """Configure the server; nothing runs until start(). `faults` switches fault
+        injection on (tests only)."""
         self.store_url, self.host, self.port = store_url, host, port
         self.api_key, self.faults = api_key, faults
-        self.retention_s = retention_from_env() if retention_s is None else retention_s
-        self.key_lease_s = key_lease_from_env() if key_lease_s is None else key_lease_s
+        self.retention_s, self.key_lease_s = retention_s, key_lease_s
         self.startup_timeout_s = startup_timeout_s
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -198,41 +173,35 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parse_args(argv: list[str] | None, gateway: GatewaySettings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m billing_recon.payments.gateway_server",
-        description="Run the local Stripe-compatible refund gateway.",
+        description="Run the local Stripe-compatible refund gateway. Unset options come from "
+        "the BILLING_RECON_GATEWAY_* settings (docs/configuration.md).",
     )
-    parser.add_argument("--db", default=DEFAULT_DB_URL, help="gateway database URL")
+    parser.add_argument("--db", default=gateway.db_url, help="gateway database URL")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port (0 = any free port)")
     parser.add_argument(
-        "--retention-hours",
-        type=float,
-        default=None,
-        help=f"how long idempotency keys are kept, at least 24 (default: ${RETENTION_ENV} or 24)",
-    )
+        "--retention-hours", type=float, default=gateway.retention_h,
+        help="how long idempotency keys are kept, at least 24 (default: %(default)s)")
     parser.add_argument(
-        "--key-lease-seconds",
-        type=float,
-        default=None,
-        help=f"after this long a request's in-flight key may be taken over if its request died "
-        f"(default: ${LEASE_ENV} or {DEFAULT_LEASE_S:.0f})",
-    )
+        "--key-lease-seconds", type=float, default=gateway.key_lease_s,
+        help="after this long a request's in-flight key may be taken over if its request died "
+        "(default: %(default)s)")
     parser.add_argument(
-        "--faults",
-        default=None,
-        help=f"TESTS ONLY: a fault plan, e.g. 'drop=0.2,seed=7' (default: ${FAULTS_ENV})",
-    )
+        "--faults", default=gateway.faults,
+        help="TESTS ONLY: a fault plan, e.g. 'drop=0.2,seed=7' ('' arms the fault routes only)")
     args = parser.parse_args(argv)
-    if args.retention_hours is not None and args.retention_hours < 24:
+    if args.retention_hours < 24:
         parser.error("--retention-hours must be at least 24 (Stripe keeps keys 24 h)")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. The API key, if required, comes from the environment."""
-    args = _parse_args(argv)
+    """Serve until SIGTERM/SIGINT. The API key, if required, comes from the settings."""
+    gateway = load().gateway
+    args = _parse_args(argv, gateway)
     stop = threading.Event()
 
     def _on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -244,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         args.db,
         args.host,
         args.port,
-        api_key=os.environ.get(API_KEY_ENV),
-        retention_s=None if args.retention_hours is None else args.retention_hours * 3600,
+        api_key=gateway.api_key.get_secret_value() if gateway.api_key else None,
+        retention_s=args.retention_hours * 3600,
         key_lease_s=args.key_lease_seconds,
-        faults=faults_from_env() if args.faults is None else fault_plan(args.faults),
+        faults=fault_plan(args.faults),
     )
     with server:
         print(server.url, flush=True)

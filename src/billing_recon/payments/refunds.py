@@ -11,7 +11,6 @@ for up to `busy_wait_s`.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from decimal import Decimal
 import stripe
 from stripe.params import RefundCreateParams, RefundListParams
 
+from billing_recon.config.sections import GatewaySettings
 from billing_recon.domain.money import from_minor_units, to_minor_units
 from billing_recon.errors import GatewayBusy, GatewayError, GatewayUnavailable
 
@@ -57,25 +57,7 @@ class GatewayRefund:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Network behaviour of the refund client; the environment overrides the defaults."""
-
-    timeout_s: float = 10.0
-    max_network_retries: int = 2
-    busy_wait_s: float = 30.0
-
-    @classmethod
-    def from_env(cls) -> ClientSettings:
-        """BILLING_RECON_GATEWAY_TIMEOUT_S, _RETRIES and _BUSY_WAIT_S."""
-        return cls(timeout_s=_env_float("BILLING_RECON_GATEWAY_TIMEOUT_S", cls.timeout_s),
-                   max_network_retries=int(_env_float("BILLING_RECON_GATEWAY_RETRIES",
-                                                      cls.max_network_retries)),
-                   busy_wait_s=_env_float("BILLING_RECON_GATEWAY_BUSY_WAIT_S", cls.busy_wait_s))
+_DEFAULTS = GatewaySettings()
 
 
 class RefundClient:
@@ -85,23 +67,27 @@ class RefundClient:
         self,
         api_key: str,
         base_url: str | None = None,
-        max_network_retries: int | None = None,
-        timeout_s: float | None = None,
-        busy_wait_s: float | None = None,
+        max_network_retries: int = _DEFAULTS.retries,
+        timeout_s: float = _DEFAULTS.timeout_s,
+        busy_wait_s: float = _DEFAULTS.busy_wait_s,
     ) -> None:
         """`max_network_retries` covers connection errors, 409 (key in flight) and 5xx; the
-        idempotency key makes each retry safe. Unset values come from ClientSettings.from_env."""
-        env = ClientSettings.from_env()
-        self.busy_wait_s = env.busy_wait_s if busy_wait_s is None else busy_wait_s
-        self._http = stripe.RequestsClient(timeout=env.timeout_s if timeout_s is None
-                                           else timeout_s)
+        idempotency key makes each retry safe."""
+        self.busy_wait_s = busy_wait_s
+        self._http = stripe.RequestsClient(timeout=timeout_s)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": base_url} if base_url else None,
-            max_network_retries=(env.max_network_retries if max_network_retries is None
-                                 else max_network_retries),
+            max_network_retries=max_network_retries,
             http_client=self._http,
         )
+
+    @classmethod
+    def from_settings(cls, gateway: GatewaySettings, base_url: str | None) -> RefundClient:
+        """A client with the gateway section's key, timeout, retries and busy wait."""
+        return cls(gateway.stripe_api_key.get_secret_value(), base_url,
+                   max_network_retries=gateway.retries, timeout_s=gateway.timeout_s,
+                   busy_wait_s=gateway.busy_wait_s)
 
     def refund(self, req: RefundRequest, *, retry: bool = True) -> GatewayRefund:
         """Refund `req.amount` of `req.charge_ref`; the same key always yields the same refund.

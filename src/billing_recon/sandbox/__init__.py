@@ -6,32 +6,6 @@ data in the result; only a backend that cannot run anything raises `SandboxUnava
 Backends, each in the file named after it: `local.WarmPool` (backend "local", the default:
 warm workers in bubblewrap jails, `bwrap.Jail`), `subprocess_sandbox.SubprocessSandbox` (backend
 "subprocess", the weak "rlimit-subprocess" fallback) and `e2b_backend.E2BSandbox`;
-`factory.make_sandbox` picks one by name, configured by `settings.SandboxSettings`.
+`factory.make_sandbox` builds the one `config.sandbox.SandboxSettings` names. Import each from
+its module: this package imports nothing, so no import of one part drags in the others.
 """
-
-from billing_recon.sandbox.bwrap import Jail
-from billing_recon.sandbox.factory import available_backends, make_sandbox
-from billing_recon.sandbox.local import WarmPool
-from billing_recon.sandbox.port import (
-    ExecutionError,
-    Sandbox,
-    SandboxLimits,
-    SandboxResult,
-    check_file_name,
-)
-from billing_recon.sandbox.settings import SandboxSettings
-from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
-
-__all__ = [
-    "ExecutionError",
-    "Jail",
-    "Sandbox",
-    "SandboxLimits",
-    "SandboxResult",
-    "SandboxSettings",
-    "SubprocessSandbox",
-    "WarmPool",
-    "available_backends",
-    "check_file_name",
-    "make_sandbox",
-]

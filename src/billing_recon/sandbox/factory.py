@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from billing_recon.config.sandbox import BACKENDS, SandboxSettings
 from billing_recon.errors import SandboxUnavailable
 from billing_recon.sandbox.bwrap import Jail, probe
 from billing_recon.sandbox.local import WarmPool
 from billing_recon.sandbox.port import Sandbox
-from billing_recon.sandbox.settings import SandboxSettings
 from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
 
 _log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def _local(settings: SandboxSettings) -> Sandbox:
 def _e2b(settings: SandboxSettings) -> Sandbox:
     from billing_recon.sandbox.e2b_backend import E2BSandbox  # the SDK only when asked for
 
-    return E2BSandbox(api_key=settings.e2b_api_key, template=settings.e2b_template,
+    key = settings.e2b_api_key.get_secret_value() if settings.e2b_api_key else None
+    return E2BSandbox(api_key=key, template=settings.e2b_template,
                       sandbox_timeout_s=settings.e2b_timeout_s, limits=settings.limits)
 
 
@@ -73,16 +74,10 @@ _BACKENDS: dict[str, Callable[[SandboxSettings], Sandbox]] = {
 
 
 def available_backends() -> list[str]:
-    """Names `make_sandbox` accepts."""
-    return sorted(_BACKENDS)
+    """Names of the backends `make_sandbox` builds."""
+    return sorted(BACKENDS)
 
 
-def make_sandbox(backend: str = "local", settings: SandboxSettings | None = None) -> Sandbox:
-    """A sandbox of the named backend; SandboxUnavailable when it cannot be had."""
-    try:
-        build = _BACKENDS[backend]
-    except KeyError:
-        raise SandboxUnavailable(
-            f"unknown sandbox backend {backend!r}; available: {', '.join(available_backends())}"
-        ) from None
-    return build(settings or SandboxSettings.from_env())
+def make_sandbox(settings: SandboxSettings) -> Sandbox:
+    """A sandbox of the backend ``settings`` names; SandboxUnavailable when it cannot be had."""
+    return _BACKENDS[settings.backend](settings)

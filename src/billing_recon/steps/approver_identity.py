@@ -36,7 +36,7 @@ class Identity:
 
 def codes_required(deps: Deps) -> bool:
     """Whether decisions need an enrolled approver with a verified code."""
-    return deps.settings.require_verified_code or approvers.registered(deps.sessions)
+    return deps.settings.approval.require_code or approvers.registered(deps.sessions)
 
 
 def identify(deps: Deps, ticket: Ticket, name: str, code: str,
@@ -51,8 +51,8 @@ def identify(deps: Deps, ticket: Ticket, name: str, code: str,
 
 
 def _on_default_list(deps: Deps, name: str) -> Identity:
-    if name not in deps.settings.approvers:
-        allowed = ", ".join(deps.settings.approvers) or "nobody (BILLING_RECON_APPROVERS='')"
+    if name not in deps.settings.approval.approvers:
+        allowed = ", ".join(deps.settings.approval.approvers) or "nobody"
         raise ApprovalRefused(f"{name!r} is not an approver; approvers: {allowed}")
     return Identity(name)
 
@@ -66,7 +66,7 @@ def _enrolled(deps: Deps, name: str) -> Approver:
         raise ApprovalRefused(f"{name!r} is not an approver: not enrolled ({hint})")
     if not row.enabled:
         raise ApprovalRefused(f"approver {name!r} is disabled and cannot decide")
-    if row.role == approvers.DEMO_ROLE and deps.settings.require_verified_code:
+    if row.role == approvers.DEMO_ROLE and deps.settings.approval.require_code:
         raise ApprovalRefused(f"{name!r} is a demo approver (its code is printable by anyone "
                               "with the CLI): refused while BILLING_RECON_REQUIRE_CODE is set")
     return row

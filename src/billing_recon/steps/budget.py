@@ -37,7 +37,7 @@ REUSED = "model_call_reused"
 
 def breaker_reading(deps: Deps) -> dict[str, Any]:
     """Recent model-caused escalations and tokens, with the thresholds they are held to."""
-    budget = deps.settings.llm_budget
+    budget = deps.settings.budgets
     since = utcnow() - timedelta(seconds=budget.breaker_window_s)
     return {"window_s": budget.breaker_window_s,
             "escalations": model_calls.escalations_since(deps.sessions, since,
@@ -60,7 +60,7 @@ def check_breaker(deps: Deps) -> None:
 
 def check_budget(deps: Deps, ticket_id: int, agent: str, bound: int) -> None:
     """Raise BudgetExceeded when a call of up to ``bound`` tokens does not fit the ticket."""
-    budget = deps.settings.llm_budget
+    budget = deps.settings.budgets
     spent = model_calls.ticket_spend(deps.sessions, ticket_id)
     details = {"agent": agent, "calls": spent.calls, "max_calls": budget.max_calls_per_ticket,
                "tokens": spent.tokens, "call_bound": bound,
@@ -96,7 +96,7 @@ class MeteredModel:
     def complete(self, agent: str, messages: list[ChatMessage], schema: type[T]) -> Reply[T]:
         """Replay a recorded answer, or make a call the breaker and the budget allow."""
         call = _Call(agent, input_hash(agent, messages, schema), prompt_bound(messages, schema),
-                     self._deps.settings.llm_models.output_cap(agent))
+                     self._deps.settings.llm.output_cap(agent))
         recorded = model_calls.find(self._deps.sessions, self._ticket_id, agent, call.digest)
         if recorded is not None:
             return self._replay(recorded, schema)
@@ -126,7 +126,7 @@ class MeteredModel:
                 error: str | None, usage: Usage) -> None:
         if not usage.reported:  # charge the most the call could have cost
             usage = Usage(call.prompt_bound, call.output_cap, reported=False)
-        cost = self._deps.settings.llm_models.cost(model, usage.prompt_tokens,
+        cost = self._deps.settings.llm.cost(model, usage.prompt_tokens,
                                                    usage.completion_tokens)
         row = model_calls.add(self._deps.sessions, ModelCall(
             ticket_id=self._ticket_id, agent=call.agent, input_hash=call.digest, model=model,

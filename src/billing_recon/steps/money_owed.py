@@ -53,7 +53,7 @@ ZERO = Decimal(0)
 
 def policy_for(settings: Settings, refunds: list[CurrencyRefund]) -> Policy:
     """The decision policy that applies to these refunds now (then frozen on the proposal)."""
-    limits = dict(settings.four_eyes_thresholds)
+    limits = dict(settings.approval.four_eyes)
     applied = {r.currency.upper(): limits[r.currency.upper()] for r in refunds
                if r.currency.upper() in limits}
     above = any(r.amount > applied[r.currency.upper()] for r in refunds

@@ -103,7 +103,7 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
     """
     ticket = tickets.get(deps.sessions, ticket_id)
     before = previous_attempts(deps, ticket_id)
-    limit = deps.settings.analysis_retries + 1
+    limit = deps.settings.budgets.analysis_retries + 1
     if len(before) >= limit:
         raise AnalysisExhausted(f"all {limit} analysis attempts failed", attempt=len(before),
                                 script_sha=before[-1]["script_sha"])
@@ -213,7 +213,7 @@ def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
                                   reason=Reason.NO_DISCREPANCY, actor=actor,
                                   payload={"reply": reply}, fields={"reply": reply},
                                   expect=State.ANALYZED)
-    deadline = utcnow() + timedelta(seconds=deps.settings.approval_timeout_s)
+    deadline = utcnow() + timedelta(seconds=deps.settings.approval.approval_timeout_s)
     return tickets.transition(deps.sessions, ticket_id, State.APPROVAL_PENDING, actor=actor,
                               payload={"proposal_hash": ticket.proposal_hash,
                                        "approval_deadline": deadline.isoformat()},

@@ -35,7 +35,6 @@ from billing_recon.steps import approval_gate, money_owed
 from billing_recon.steps.approver_identity import codes_required
 from billing_recon.steps.deps import Deps
 from billing_recon.store import commitments, ledger, tickets
-from billing_recon.store.leases import lease_seconds
 from billing_recon.store.models import Ticket
 from billing_recon.store.types import utcnow
 
@@ -190,7 +189,7 @@ class Claimed:
 
 
 def _claim(deps: Deps, call: Call, key: str, holder: str) -> Claimed:
-    lease = lease_seconds()
+    lease = deps.settings.orchestration.refund_lease_s
     while True:
         recorded = _recorded(deps, key)
         if recorded is not None:

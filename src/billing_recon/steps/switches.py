@@ -3,7 +3,7 @@
 Production never sets any: the default ``Switches()`` in ``Deps`` keeps every layer on and
 arms no crash point, so the refund path runs unchanged and reads nothing per call. Tests
 inject others through ``Deps``; a worker process of the chaos suite gets them from its
-environment once, when ``runtime.build`` makes its ``Deps`` (``Switches.from_env``):
+settings (section ``switches``) once, when ``runtime.build`` makes its ``Deps``:
 
 - ``BILLING_RECON_LAYERS_OFF=cache,ledger`` switches exactly-once layers off, so the chaos
   suite can prove each one alone prevents a second refund (payments/layers.py);
@@ -18,13 +18,11 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from billing_recon.config.sections import SwitchSettings
 from billing_recon.payments.layers import Layer
 
-LAYERS_OFF_ENV = "BILLING_RECON_LAYERS_OFF"
-KILL_AT_ENV = "BILLING_RECON_CHAOS_KILL_AT"
 log = logging.getLogger(__name__)
 
 
@@ -38,20 +36,13 @@ class Switches:
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Switches:
-        """The switches a test worker's environment names; an unknown layer is a ValueError."""
-        raw = environ.get(LAYERS_OFF_ENV, "")
-        names = frozenset(name.strip().lower() for name in raw.split(",") if name.strip())
-        unknown = names - {layer.value for layer in Layer}
-        if unknown:
-            raise ValueError(f"{LAYERS_OFF_ENV}: unknown layer(s) {sorted(unknown)}; "
-                             f"known: {', '.join(layer.value for layer in Layer)}")
-        if names:
+    def from_settings(cls, given: SwitchSettings) -> Switches:
+        """The switches a test worker's settings name (none in production)."""
+        if given.layers_off:
             log.warning("exactly-once layers switched off for testing: %s",
-                        ", ".join(sorted(names)))
-        point, _, nth = environ.get(KILL_AT_ENV, "").partition(":")
-        return cls(frozenset(Layer(n) for n in names),
-                   (point, int(nth or "1")) if point else None)
+                        ", ".join(sorted(given.layers_off)))
+        point, _, nth = (given.chaos_kill_at or "").partition(":")
+        return cls(given.layers_off, (point, int(nth or "1")) if point else None)
 
     def on(self, layer: Layer) -> bool:
         """Whether ``layer`` protects refunds in this process."""

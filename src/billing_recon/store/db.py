@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import select
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,16 +11,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-DEFAULT_URL = "sqlite:///billing_recon.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Server connections are replaced after this long, so one silently dropped by the network
 #: (which sends nothing a readiness check could see) is not kept for ever.
 POOL_RECYCLE_S = 1800
-
-
-def database_url(explicit: str | None = None) -> str:
-    """The database URL: explicit, else BILLING_RECON_DATABASE_URL, else a local SQLite file."""
-    return explicit or os.environ.get("BILLING_RECON_DATABASE_URL") or DEFAULT_URL
 
 
 def shown_url(url: str) -> str:
@@ -32,9 +25,8 @@ def shown_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
-    url = database_url(url)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):

@@ -13,18 +13,15 @@ refund step is running.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-LEASE_ENV = "BILLING_RECON_REFUND_LEASE_S"
-DEFAULT_LEASE_S = 300.0
 POLL_S = 0.1
 
 metadata = sa.MetaData()
@@ -37,14 +34,6 @@ leases = sa.Table(
 )
 _created: set[int] = set()
 _create_lock = threading.Lock()
-
-
-def lease_seconds() -> float:
-    """BILLING_RECON_REFUND_LEASE_S, default 300: how long a dead holder can block a key."""
-    value = float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
-    if value <= 0:
-        raise ValueError(f"{LEASE_ENV} must be positive, not {value}")
-    return value
 
 
 def ensure_tables(engine: Engine, meta: sa.MetaData = metadata) -> None:
@@ -65,7 +54,7 @@ class LeaseStore:
     """Acquire, check and release leases on ``engine``."""
 
     engine: Engine
-    lease_s: float = field(default_factory=lease_seconds)
+    lease_s: float
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:

@@ -12,24 +12,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.domain.email import InboundEmail as ParsedEmail
 from billing_recon.domain.fsm import Reason, State, check_transition
+
+# The ticket-id forms, re-exported for the store's callers (defined in domain.ticket_id).
+from billing_recon.domain.ticket_id import format_ticket_id as format_ticket_id
+from billing_recon.domain.ticket_id import parse_ticket_id as parse_ticket_id
 from billing_recon.errors import ConcurrentTransition, UserInputError
 from billing_recon.store.models import InboundEmail, Ticket, TicketEvent, TicketKeyClaim
 from billing_recon.store.types import utcnow
 
 Sessions = sessionmaker[Session]
-
-
-def format_ticket_id(ticket_id: int) -> str:
-    """The public form of a ticket id: ``T-000042``."""
-    return f"T-{ticket_id:06d}"
-
-
-def parse_ticket_id(text: str) -> int:
-    """Accept ``T-000042``, ``t-42`` or ``42``."""
-    raw = text.strip().upper().removeprefix("T-")
-    if not raw.isdigit():
-        raise UserInputError(f"not a ticket id: {text!r} (expected T-000042)")
-    return int(raw)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,16 @@
+"""The one configuration of billing-recon (see ``config.settings`` and docs/configuration.md)."""
+
+from billing_recon.config.llm import LlmBudget, ModelSettings, Price
+from billing_recon.config.sandbox import SandboxSettings
+from billing_recon.config.sections import (
+    ApprovalSettings,
+    DatabaseSettings,
+    GatewaySettings,
+    OrchestrationSettings,
+    SwitchSettings,
+)
+from billing_recon.config.settings import Settings, from_variables, load, secret_fingerprint
+
+__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "LlmBudget",
+           "ModelSettings", "OrchestrationSettings", "Price", "SandboxSettings", "Settings",
+           "SwitchSettings", "from_variables", "load", "secret_fingerprint"]
