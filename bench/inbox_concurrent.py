@@ -16,9 +16,9 @@ from typing import Any
 from prefect import flow
 
 from billing_recon.store import tickets
-from flows.process_ticket import process_ticket
-from flows.reconcile_inbox import inbox_paths
-from tasks.intake import open_ticket
+from billing_recon_flows.process_ticket import process_ticket
+from billing_recon_flows.reconcile_inbox import inbox_paths
+from billing_recon_tasks.intake import open_ticket
 
 
 @flow(name="reconcile-inbox-concurrent", persist_result=False)

@@ -17,10 +17,10 @@ from prefect import flow, task
 from billing_recon import pipeline
 from billing_recon.domain.fsm import State
 from billing_recon.store import tickets
-from tasks.approval import wait_for_decision
-from tasks.intake import open_ticket
-from tasks.options import ACTOR, STEP
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.approval import wait_for_decision
+from billing_recon_tasks.intake import open_ticket
+from billing_recon_tasks.options import ACTOR, STEP
+from billing_recon_tasks.runtime import deps, in_thread
 
 
 @task(name="advance_ticket", **STEP)

@@ -2,8 +2,9 @@
 
 What ships, and so what "as shipped" means here:
 - server: deployments/server.env, read from that file (never a copy of its values);
-- client: tasks.client_settings.local_client_settings(), applied in-process by the runner
-  around the whole run, as our entry points do (bench/ticket_runner.py, BENCH_CLIENT=shipped).
+- client: billing_recon_tasks.client_settings.local_client_settings(), applied in-process by
+  the runner around the whole run, as our entry points do (bench/ticket_runner.py,
+  BENCH_CLIENT=shipped).
 "Library defaults" is a server and client with none of that.
 
 ``--proposals`` also measures client settings we do not ship (a named result-storage block,

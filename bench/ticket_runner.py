@@ -10,9 +10,9 @@ the sandbox come from the environment. The last stdout line is one JSON object: 
 seconds of the timed part (the warm-up email is run first and not counted) and each email's
 settled state.
 
-``BENCH_CLIENT=shipped`` runs everything inside tasks.client_settings.local_client_settings(),
-as our entry points do; ``BENCH_HEARTBEATS=off`` turns flow-run heartbeats off (a measured
-proposal, not shipped).
+``BENCH_CLIENT=shipped`` runs everything inside
+billing_recon_tasks.client_settings.local_client_settings(), as our entry points do;
+``BENCH_HEARTBEATS=off`` turns flow-run heartbeats off (a measured proposal, not shipped).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _client_settings() -> Iterator[None]:
     """The in-process Prefect settings this run asks for (see the module docstring)."""
     with ExitStack() as stack:
         if os.environ.get("BENCH_CLIENT") == "shipped":
-            from tasks.client_settings import local_client_settings
+            from billing_recon_tasks.client_settings import local_client_settings
 
             stack.enter_context(local_client_settings())
         if os.environ.get("BENCH_HEARTBEATS") == "off":
@@ -71,7 +71,7 @@ def _core(paths: list[Path]) -> None:
 
 
 async def _shipped_async(paths: list[Path]) -> None:
-    from flows.process_ticket import process_ticket
+    from billing_recon_flows.process_ticket import process_ticket
 
     for path in paths:
         await process_ticket(email_path=str(path), approval_wait_s=0)
@@ -92,7 +92,7 @@ def _naive(paths: list[Path]) -> None:
 
 
 def _batch(paths: list[Path]) -> None:
-    from flows.reconcile_inbox import reconcile_inbox
+    from billing_recon_flows.reconcile_inbox import reconcile_inbox
 
     asyncio.run(reconcile_inbox(email_paths=[str(p) for p in paths], approval_wait_s=0))
 

@@ -18,11 +18,11 @@ from billing_recon.progress import ProgressBar
 from billing_recon.steps.intake import read_email
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
-from flows.process_ticket import process_ticket
-from flows.reconcile_inbox import reconcile_inbox
-from tasks.approval import ApprovalForm
-from tasks.client_settings import local_client_settings
-from tasks.runtime import deps, in_thread
+from billing_recon_flows.process_ticket import process_ticket
+from billing_recon_flows.reconcile_inbox import reconcile_inbox
+from billing_recon_tasks.approval import ApprovalForm
+from billing_recon_tasks.client_settings import local_client_settings
+from billing_recon_tasks.runtime import deps, in_thread
 
 Update = Callable[[str, Ticket], None]
 Problem = Callable[[str, Ticket, dict[str, Any]], None]

@@ -108,26 +108,26 @@ def _environment(args: argparse.Namespace) -> None:
     if load().orchestration.blocks:
         # The commands then use the same block set as the flows (Prefect's side, lazily).
         from billing_recon import runtime
-        from tasks.runtime import block_settings
+        from billing_recon_tasks.runtime import block_settings
 
         runtime.use_settings_from(block_settings)
 
 
 def _blocks(args: argparse.Namespace) -> int:
     # Imported here: the blocks package is Prefect's side, the core stays importable without it.
-    from blocks.registration import register
+    from billing_recon_blocks.registration import register
 
     return register(args.name, args.overwrite)
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from billing_recon_cli import commands
+    from billing_recon_cli import approver_commands, commands
 
     return {"demo": commands.demo, "load": commands.load, "process": commands.process,
             "approvals": commands.approvals, "approve": commands.approve,
             "reject": commands.reject, "tickets": commands.show_ticket,
             "refunds": commands.refunds, "blocks": _blocks,
-            "approvers": commands.approvers_cmd}[command]
+            "approvers": approver_commands.approvers_cmd}[command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from billing_recon.config import ApprovalSettings, Settings
 from billing_recon.config.variables import Section
-from blocks.parts import DOCS_URL, required
+from billing_recon_blocks.parts import DOCS_URL, required
 
 
 class ApprovalPolicy(Block):
@@ -17,7 +17,7 @@ class ApprovalPolicy(Block):
 
     Example:
         ```python
-        from blocks.approval import ApprovalPolicy
+        from billing_recon_blocks.approval import ApprovalPolicy
 
         policy = ApprovalPolicy.load("BLOCK_NAME").approval
         ```

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from billing_recon.config import DatabaseSettings, Settings
 from billing_recon.config.variables import Section
 from billing_recon.store.db import make_engine, migrate
-from blocks.parts import DOCS_URL, required
+from billing_recon_blocks.parts import DOCS_URL, required
 
 
 class BillingDatabase(Block):
@@ -19,7 +19,7 @@ class BillingDatabase(Block):
 
     Example:
         ```python
-        from blocks.database import BillingDatabase
+        from billing_recon_blocks.database import BillingDatabase
 
         engine = BillingDatabase.load("BLOCK_NAME").get_engine()
         ```

@@ -11,7 +11,7 @@ from billing_recon.config import GatewaySettings, Settings
 from billing_recon.config.variables import Section
 from billing_recon.errors import UserInputError
 from billing_recon.payments.refunds import RefundClient
-from blocks.parts import DOCS_URL, required
+from billing_recon_blocks.parts import DOCS_URL, required
 
 
 class PaymentGateway(Block):
@@ -19,7 +19,7 @@ class PaymentGateway(Block):
 
     Example:
         ```python
-        from blocks.gateway import PaymentGateway
+        from billing_recon_blocks.gateway import PaymentGateway
 
         client = PaymentGateway.load("BLOCK_NAME").get_client()
         ```

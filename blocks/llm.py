@@ -11,7 +11,7 @@ from billing_recon.config import LlmBudget, ModelSettings, Settings
 from billing_recon.config.variables import Section
 from billing_recon.llm.backends import chat_model
 from billing_recon.llm.port import ChatModel
-from blocks.parts import DOCS_URL, required
+from billing_recon_blocks.parts import DOCS_URL, required
 
 
 class LlmEndpoint(Block):
@@ -19,7 +19,7 @@ class LlmEndpoint(Block):
 
     Example:
         ```python
-        from blocks.llm import LlmEndpoint
+        from billing_recon_blocks.llm import LlmEndpoint
 
         model = LlmEndpoint.load("BLOCK_NAME").chat_model()
         ```

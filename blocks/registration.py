@@ -17,7 +17,7 @@ from prefect.settings import PREFECT_API_URL
 
 from billing_recon.config import Settings, load
 from billing_recon.errors import UserInputError
-from blocks.settings import BLOCK_TYPES, DEFAULT_BLOCK_SET, AnyBlock
+from billing_recon_blocks.settings import BLOCK_TYPES, DEFAULT_BLOCK_SET, AnyBlock
 
 Print = Callable[[str], None]
 

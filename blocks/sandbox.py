@@ -11,7 +11,7 @@ from billing_recon.config import SandboxSettings, Settings
 from billing_recon.config.variables import Section
 from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.sandbox.port import Sandbox
-from blocks.parts import DOCS_URL, required
+from billing_recon_blocks.parts import DOCS_URL, required
 
 
 class SandboxConfig(Block):
@@ -19,7 +19,7 @@ class SandboxConfig(Block):
 
     Example:
         ```python
-        from blocks.sandbox import SandboxConfig
+        from billing_recon_blocks.sandbox import SandboxConfig
 
         sandbox = SandboxConfig.load("BLOCK_NAME").get_sandbox()
         ```

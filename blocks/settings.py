@@ -15,12 +15,12 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import ValidationError
 
 from billing_recon.config import Settings, load
-from blocks.approval import ApprovalPolicy
-from blocks.database import BillingDatabase
-from blocks.gateway import PaymentGateway
-from blocks.llm import LlmEndpoint
-from blocks.parts import stale
-from blocks.sandbox import SandboxConfig
+from billing_recon_blocks.approval import ApprovalPolicy
+from billing_recon_blocks.database import BillingDatabase
+from billing_recon_blocks.gateway import PaymentGateway
+from billing_recon_blocks.llm import LlmEndpoint
+from billing_recon_blocks.parts import stale
+from billing_recon_blocks.sandbox import SandboxConfig
 
 DEFAULT_BLOCK_SET = "default"
 AnyBlock = BillingDatabase | LlmEndpoint | SandboxConfig | PaymentGateway | ApprovalPolicy

@@ -16,7 +16,7 @@ from billing_recon.domain.ticket_id import TicketId
 from billing_recon.reports import event_row
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.runtime import deps, in_thread
 
 LAST_EVENTS = 10
 

@@ -21,20 +21,20 @@ from billing_recon.errors import (
 from billing_recon.steps.machine import MAX_STEPS, Step, next_step
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
-from tasks.approval import wait_for_decision
-from tasks.budget import escalate_over_budget, hold_for_breaker
-from tasks.events import emit_escalated
-from tasks.intake import open_ticket, triage_email
-from tasks.reconcile import (
+from billing_recon_tasks.approval import wait_for_decision
+from billing_recon_tasks.budget import escalate_over_budget, hold_for_breaker
+from billing_recon_tasks.events import emit_escalated
+from billing_recon_tasks.intake import open_ticket, triage_email
+from billing_recon_tasks.reconcile import (
     advance_analyzed,
     escalate,
     reconcile,
     trip_circuit_breaker,
     verify_proposal,
 )
-from tasks.refund import draft_reply, execute_refund, record_refunds
-from tasks.retrieval import fetch_invoices
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.refund import draft_reply, execute_refund, record_refunds
+from billing_recon_tasks.retrieval import fetch_invoices
+from billing_recon_tasks.runtime import deps, in_thread
 
 
 async def _reconcile(ticket_id: int) -> None:

@@ -10,12 +10,12 @@ from prefect import flow
 from pydantic import Field
 
 from billing_recon.store import tickets
-from flows.process_ticket import process_ticket
-from tasks.context import in_deployment
-from tasks.fanout import start_ticket_run, sweep_overdue
-from tasks.intake import open_ticket, open_tickets_from_table
-from tasks.progress import Progress
-from tasks.settle import settled
+from billing_recon_flows.process_ticket import process_ticket
+from billing_recon_tasks.context import in_deployment
+from billing_recon_tasks.fanout import start_ticket_run, sweep_overdue
+from billing_recon_tasks.intake import open_ticket, open_tickets_from_table
+from billing_recon_tasks.progress import Progress
+from billing_recon_tasks.settle import settled
 
 
 def inbox_paths(inbox: str | None, email_paths: list[str] | None) -> list[str]:

@@ -21,9 +21,9 @@ from billing_recon.errors import ApprovalRefused
 from billing_recon.steps import approval_gate, evidence, presentation
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
-from tasks.context import flow_run_id, in_deployment
-from tasks.options import ACTOR
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.context import flow_run_id, in_deployment
+from billing_recon_tasks.options import ACTOR
+from billing_recon_tasks.runtime import deps, in_thread
 
 # The artifact page of the Prefect UI (the new UI; `/` redirects there).
 ARTIFACT_PAGE = "/v2/artifacts/artifact/"

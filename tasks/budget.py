@@ -10,8 +10,8 @@ from prefect.logging import get_run_logger
 
 from billing_recon.steps import budget, model_trace
 from billing_recon.store import tickets
-from tasks.options import ACTOR, STEP
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.options import ACTOR, STEP
+from billing_recon_tasks.runtime import deps, in_thread
 
 
 async def publish_model_trace(ticket_id: int, reason: str) -> None:

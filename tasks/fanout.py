@@ -17,9 +17,9 @@ from prefect.deployments.flow_runs import arun_deployment
 from billing_recon.domain.fsm import State, is_terminal
 from billing_recon.steps import approval_gate
 from billing_recon.store import tickets
-from tasks.events import emit_escalated
-from tasks.options import ACTOR
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.events import emit_escalated
+from billing_recon_tasks.options import ACTOR
+from billing_recon_tasks.runtime import deps, in_thread
 
 ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED,
           StateType.CANCELLING]

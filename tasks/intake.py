@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 
 from billing_recon.steps import intake
-from tasks.options import ACTOR, STEP
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.options import ACTOR, STEP
+from billing_recon_tasks.runtime import deps, in_thread
 
 
 @task(name="open_ticket", **STEP)

@@ -16,7 +16,7 @@ import logging
 from prefect.locking.protocol import LockManager
 
 from billing_recon.store.leases import LeaseStore
-from tasks.runtime import deps
+from billing_recon_tasks.runtime import deps
 
 log = logging.getLogger(__name__)
 

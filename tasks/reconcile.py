@@ -9,9 +9,9 @@ from prefect import task
 from billing_recon.domain.fsm import Reason
 from billing_recon.steps import reconciliation
 from billing_recon.steps.reconciliation import Analysis
-from tasks.budget import publish_model_trace
-from tasks.options import ACTOR, RECONCILE, STEP
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.budget import publish_model_trace
+from billing_recon_tasks.options import ACTOR, RECONCILE, STEP
+from billing_recon_tasks.runtime import deps, in_thread
 
 
 @task(name="reconcile", **RECONCILE)

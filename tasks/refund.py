@@ -23,9 +23,9 @@ from billing_recon.payments.layers import Layer
 from billing_recon.steps import refund_worker, reply
 from billing_recon.steps.refund_worker import RefundOutcome
 from billing_recon.store import tickets
-from tasks.locks import LeaseLockManager
-from tasks.options import ACTOR, STEP
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.locks import LeaseLockManager
+from billing_recon_tasks.options import ACTOR, STEP
+from billing_recon_tasks.runtime import deps, in_thread
 
 WORKER = "refund_worker"
 

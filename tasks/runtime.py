@@ -17,7 +17,7 @@ from billing_recon import runtime
 from billing_recon.config import Settings, load
 from billing_recon.errors import UserInputError
 from billing_recon.steps.deps import Deps
-from tasks.context import in_deployment
+from billing_recon_tasks.context import in_deployment
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,7 +38,7 @@ def block_settings() -> Settings | None:
     if explicit:
         return _load(explicit, required=True)
     if in_deployment():
-        from blocks.settings import DEFAULT_BLOCK_SET
+        from billing_recon_blocks.settings import DEFAULT_BLOCK_SET
 
         return _load(DEFAULT_BLOCK_SET, required=False)
     return None
@@ -48,7 +48,9 @@ def _load(name: str, required: bool) -> Settings | None:
     with _lock:
         if (name, required) in _loaded:
             return _loaded[(name, required)]
-    from blocks.settings import load_block_set  # Prefect's client only when blocks are used
+    from billing_recon_blocks.settings import (
+        load_block_set,  # Prefect's client only when blocks are used
+    )
 
     found = load_block_set(name)
     if required and not found.found():

@@ -10,7 +10,7 @@ from prefect.client.orchestration import get_client
 
 from billing_recon.domain.fsm import State
 from billing_recon.store import tickets
-from tasks.runtime import deps, in_thread
+from billing_recon_tasks.runtime import deps, in_thread
 
 SETTLE_POLL_S = 0.05
 

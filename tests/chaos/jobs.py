@@ -27,7 +27,7 @@ from prefect.settings import (
 from billing_recon import runtime
 from billing_recon.steps import refund_worker, reply
 from billing_recon.store import tickets
-from flows.process_ticket import process_ticket
+from billing_recon_flows.process_ticket import process_ticket
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from prefect.exceptions import PrefectHTTPStatusError
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
-from flows.process_ticket import process_ticket
-from tasks.approval import ARTIFACT_PAGE
+from billing_recon_flows.process_ticket import process_ticket
+from billing_recon_tasks.approval import ARTIFACT_PAGE
 from tests.flows.conftest import decide_in_ui, email, wait_for_state, wait_paused
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]

@@ -16,7 +16,7 @@ from billing_recon.steps import approval_gate
 from billing_recon.steps.deps import Deps
 from billing_recon.store import approvers, tickets
 from billing_recon.store.models import Ticket
-from flows.process_ticket import process_ticket
+from billing_recon_flows.process_ticket import process_ticket
 from tests.flows.conftest import email, gateway_refunds, wait_for_state, wait_paused
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]

@@ -46,7 +46,7 @@ from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.db import make_engine
 from billing_recon.testing.chat_server import ChatServer
-from blocks import (
+from billing_recon_blocks import (
     ApprovalPolicy,
     BillingDatabase,
     LlmEndpoint,
@@ -54,9 +54,9 @@ from blocks import (
     SandboxConfig,
     registration,
 )
-from blocks.settings import BLOCK_TYPES, DEFAULT_BLOCK_SET, settings_from_blocks
-from flows.process_ticket import process_ticket
-from tasks.runtime import block_settings, deps, forget_block_settings
+from billing_recon_blocks.settings import BLOCK_TYPES, DEFAULT_BLOCK_SET, settings_from_blocks
+from billing_recon_flows.process_ticket import process_ticket
+from billing_recon_tasks.runtime import block_settings, deps, forget_block_settings
 from tests.flows.conftest import email, gateway_refunds
 
 pytestmark = pytest.mark.flows
@@ -276,7 +276,7 @@ def test_blocks_env_naming_no_saved_block_is_refused(
 
 
 def test_prefect_block_register_finds_every_block_type_in_the_module() -> None:
-    invoke_and_assert(["block", "register", "-m", "blocks"], expected_code=0,
+    invoke_and_assert(["block", "register", "-m", "billing_recon_blocks"], expected_code=0,
                       expected_output_contains=f"Successfully registered {len(BLOCK_TYPES)} "
                       "blocks")
 

@@ -20,7 +20,7 @@ from billing_recon.steps.deps import Deps
 from billing_recon.store import model_calls, tickets
 from billing_recon.store.models import Ticket
 from billing_recon.testing.chat_server import RULES, ChatServer, Status
-from flows.process_ticket import process_ticket
+from billing_recon_flows.process_ticket import process_ticket
 from tests.flows.conftest import email, gateway_refunds
 from tests.llm_server import use_openai
 

@@ -12,7 +12,7 @@ from billing_recon.llm.offline import OfflineModel
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.testing.chat_server import ChatServer
-from flows.process_ticket import process_ticket
+from billing_recon_flows.process_ticket import process_ticket
 from tests.flows.conftest import email, gateway_refunds
 from tests.llm_server import use_openai
 

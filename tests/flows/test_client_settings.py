@@ -16,7 +16,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from tasks.client_settings import local_client_settings, loopback_http
+from billing_recon_tasks.client_settings import local_client_settings, loopback_http
 
 pytestmark = pytest.mark.flows
 

@@ -23,9 +23,9 @@ from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
 from billing_recon.store.types import utcnow
-from flows.process_ticket import process_ticket
-from flows.reconcile_inbox import reconcile_inbox
-from tasks.events import ESCALATED
+from billing_recon_flows.process_ticket import process_ticket
+from billing_recon_flows.reconcile_inbox import reconcile_inbox
+from billing_recon_tasks.events import ESCALATED
 from tests.flows.conftest import email
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]

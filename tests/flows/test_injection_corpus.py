@@ -30,7 +30,7 @@ from billing_recon.steps import approval_gate
 from billing_recon.steps.deps import Deps
 from billing_recon.store import billing, tickets
 from billing_recon.testing.chat_server import ChatRequest, ChatServer
-from flows.process_ticket import process_ticket
+from billing_recon_flows.process_ticket import process_ticket
 from tests.flows.conftest import gateway_refunds
 from tests.llm_server import use_openai
 

@@ -14,7 +14,7 @@ from billing_recon.llm.openai_chat import OpenAIChatModel
 from billing_recon.steps.deps import Deps
 from billing_recon.store import model_calls, tickets
 from billing_recon.testing.chat_server import ChatServer
-from flows.reconcile_inbox import reconcile_inbox
+from billing_recon_flows.reconcile_inbox import reconcile_inbox
 from tests.flows.conftest import sample_world
 from tests.llm_server import use_openai
 

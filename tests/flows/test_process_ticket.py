@@ -13,7 +13,7 @@ from billing_recon.steps import approval_gate
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.models import Refund, Ticket
-from flows.process_ticket import process_ticket
+from billing_recon_flows.process_ticket import process_ticket
 from tests.flows.conftest import decide_in_ui, email, gateway_refunds, wait_for_state
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]
@@ -193,6 +193,6 @@ async def test_closing_and_rejecting_paths(world: Deps, tmp_path: Path, sender: 
 def test_the_flow_runs_every_step_of_the_core_table() -> None:
     """The flow wraps each step of steps/machine.py as tasks; only DECIDE is its own."""
     from billing_recon.steps.machine import Step
-    from flows.process_ticket import STEPS
+    from billing_recon_flows.process_ticket import STEPS
 
     assert set(STEPS) == set(Step) - {Step.DECIDE}

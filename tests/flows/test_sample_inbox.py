@@ -10,7 +10,7 @@ import pytest
 from billing_recon.ground_truth import matches
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
-from flows.reconcile_inbox import reconcile_inbox
+from billing_recon_flows.reconcile_inbox import reconcile_inbox
 from tests.flows.conftest import sample_world
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]

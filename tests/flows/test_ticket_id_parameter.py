@@ -8,8 +8,8 @@ from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
 from billing_recon.domain.ticket_id import format_ticket_id, parse_ticket_id
-from flows.escalation_report import escalation_report
-from flows.process_ticket import process_ticket
+from billing_recon_flows.escalation_report import escalation_report
+from billing_recon_flows.process_ticket import process_ticket
 
 FLOWS = [process_ticket, escalation_report]
 
