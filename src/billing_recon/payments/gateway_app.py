@@ -9,22 +9,17 @@ the official `stripe` SDK raises its usual exception classes against it. `POST
 from __future__ import annotations
 
 import hmac
-import re
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from billing_recon.payments import gateway_requests as req
 from billing_recon.payments.gateway_store import (
-    MAX_KEY_LENGTH,
-    REFUND_REASONS,
     ApiError,
     GatewayStore,
-    RefundParams,
     StoredResponse,
     request_fingerprint,
 )
@@ -32,11 +27,6 @@ from billing_recon.payments.gateway_store import (
 if TYPE_CHECKING:  # fault injection is a test double, not shipped
     from billing_recon.testing.gateway_faults import FaultPlan
 
-_REFUND_FIELDS = frozenset({"charge", "payment_intent", "amount", "currency", "reason"})
-_CHARGE_FIELDS = frozenset({"id", "amount", "currency", "amount_refunded"})
-_LIST_FIELDS = frozenset({"charge", "payment_intent", "limit", "starting_after"})
-_METADATA = re.compile(r"^metadata\[(.+)\]$")
-_CURRENCY = re.compile(r"^[a-z]{3}$")
 
 
 def create_app(
@@ -95,9 +85,9 @@ def _store(request: Request) -> GatewayStore:
 @_router.post("/refunds")
 async def create_refund(request: Request) -> JSONResponse:
     """Create a refund (`POST /v1/refunds`), honouring the `Idempotency-Key` header."""
-    pairs = await _form(request)
-    params = parse_refund_params(pairs)
-    key = _idempotency_key(request)
+    pairs = await req.form(request)
+    params = req.parse_refund_params(pairs)
+    key = req.idempotency_key(request)
     fingerprint = request_fingerprint("POST", request.url.path, pairs)
     response = await run_in_threadpool(
         _store(request).refund, params, idempotency_key=key, fingerprint=fingerprint
@@ -110,34 +100,34 @@ async def retrieve_refund(refund_id: str, request: Request) -> dict[str, Any]:
     """Retrieve one refund."""
     refund = await run_in_threadpool(_store(request).get_refund, refund_id)
     if refund is None:
-        raise _missing("refund", refund_id)
+        raise req.missing("refund", refund_id)
     return refund
 
 
 @_router.get("/refunds")
 async def list_refunds(request: Request) -> dict[str, Any]:
     """List refunds newest first, optionally of one charge or PaymentIntent."""
-    query = _only(list(request.query_params.multi_items()), _LIST_FIELDS)
+    query = req.only(list(request.query_params.multi_items()), req.LIST_FIELDS)
     source = query.get("charge") or query.get("payment_intent")
     items = await run_in_threadpool(_store(request).list_refunds, source)
-    return _page(items, _limit(query.get("limit")), query.get("starting_after"))
+    return req.page(items, req.list_limit(query.get("limit")), query.get("starting_after"))
 
 
 @_router.post("/test_helpers/charges")
 async def seed_charge(request: Request) -> dict[str, Any]:
     """Create a charge if it does not exist yet (local gateway only) and return it."""
-    form = _only(await _form(request), _CHARGE_FIELDS)
+    form = req.only(await req.form(request), req.CHARGE_FIELDS)
     if not form.get("id"):
-        raise _invalid("Missing required param: id.", code="parameter_missing", param="id")
-    amount = _positive_int(form.get("amount"), "amount")
-    refunded = _non_negative_int(form.get("amount_refunded", "0"), "amount_refunded")
-    currency = str(_currency(form.get("currency", "")))  # "" is refused as invalid
+        raise req.invalid("Missing required param: id.", code="parameter_missing", param="id")
+    amount = req.positive_int(form.get("amount"), "amount")
+    refunded = req.non_negative_int(form.get("amount_refunded", "0"), "amount_refunded")
+    currency = str(req.currency_code(form.get("currency", "")))  # "" is refused as invalid
     try:
         return await run_in_threadpool(
             _store(request).ensure_charge, form["id"], amount, currency, refunded
         )
     except ValueError as exc:
-        raise _invalid(str(exc), param="amount_refunded") from exc
+        raise req.invalid(str(exc), param="amount_refunded") from exc
 
 
 @_router.get("/charges/{charge_id}")
@@ -145,146 +135,11 @@ async def retrieve_charge(charge_id: str, request: Request) -> dict[str, Any]:
     """Retrieve one charge, with how much of it is refunded."""
     charge = await run_in_threadpool(_store(request).get_charge, charge_id)
     if charge is None:
-        raise _missing("charge", charge_id)
+        raise req.missing("charge", charge_id)
     return charge
 
 
-# -- request parsing ----------------------------------------------------------------------
-
-
-def parse_refund_params(pairs: Sequence[tuple[str, str]]) -> RefundParams:
-    """Validate the form fields of `POST /v1/refunds`; errors here are never stored."""
-    fields: dict[str, str] = {}
-    metadata: dict[str, str] = {}
-    for name, value in pairs:
-        match = _METADATA.match(name)
-        if match:
-            metadata[match.group(1)] = value
-        else:
-            fields.update(_only([(name, value)], _REFUND_FIELDS))
-    source_id, via_pi = _refund_source(fields)
-    amount = fields.get("amount")
-    return RefundParams(
-        source_id=source_id,
-        via_payment_intent=via_pi,
-        amount=None if amount is None else _positive_int(amount, "amount"),
-        currency=_currency(fields.get("currency")),
-        reason=_reason(fields.get("reason")),
-        metadata=metadata,
-    )
-
-
-async def _form(request: Request) -> list[tuple[str, str]]:
-    # Parsed by hand: Starlette's form parser needs python-multipart even for urlencoded bodies.
-    body = (await request.body()).decode("utf-8")
-    return parse_qsl(body, keep_blank_values=True)
-
-
-def _only(pairs: Sequence[tuple[str, str]], allowed: frozenset[str]) -> dict[str, str]:
-    for name, _ in pairs:
-        if name not in allowed:
-            raise _invalid(
-                f"Received unknown parameter: {name}", code="parameter_unknown", param=name
-            )
-    return dict(pairs)
-
-
-def _refund_source(fields: dict[str, str]) -> tuple[str, bool]:
-    charge, intent = fields.get("charge"), fields.get("payment_intent")
-    if charge and intent:
-        raise _invalid("You can only specify one of charge or payment_intent.", param="charge")
-    if not (charge or intent):
-        raise _invalid(
-            "One of the following params should be provided for this request: "
-            "payment_intent or charge.",
-            code="parameter_missing",
-            param="charge",
-        )
-    return (intent, True) if intent else (str(charge), False)
-
-
-def _positive_int(value: str | None, param: str) -> int:
-    number = _non_negative_int(value, param)
-    if number == 0:
-        raise _invalid(
-            "This value must be greater than or equal to 1.",
-            code="parameter_invalid_integer",
-            param=param,
-        )
-    return number
-
-
-def _non_negative_int(value: str | None, param: str) -> int:
-    if value is None or not value.isascii() or not value.isdigit():
-        raise _invalid(f"Invalid integer: {value}", code="parameter_invalid_integer", param=param)
-    return int(value)
-
-
-def _currency(value: str | None) -> str | None:
-    # Strict on purpose: Stripe documents currencies as lowercase ISO codes, and the local
-    # gateway should catch a client that sends anything else.
-    if value is None:
-        return None
-    if not _CURRENCY.match(value):
-        raise _invalid(f"Invalid currency: {value}. Use a lowercase ISO code.", param="currency")
-    return value
-
-
-def _reason(value: str | None) -> str | None:
-    if value is None or value in REFUND_REASONS:
-        return value
-    raise _invalid(
-        "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
-        param="reason",
-    )
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise _invalid(f"Idempotency keys must be 1 to {MAX_KEY_LENGTH} characters long.")
-    return key
-
-
-def _limit(value: str | None) -> int:
-    limit = 10 if value is None else _positive_int(value, "limit")
-    if limit > 100:
-        raise _invalid("This value must be less than or equal to 100.", param="limit")
-    return limit
-
-
-def _page(items: list[dict[str, Any]], limit: int, starting_after: str | None) -> dict[str, Any]:
-    """One page of a Stripe list; `starting_after` is the last id of the previous page."""
-    start = 0
-    if starting_after is not None:
-        ids = [item["id"] for item in items]
-        if starting_after not in ids:
-            raise _missing("refund", starting_after)
-        start = ids.index(starting_after) + 1
-    data = items[start : start + limit]
-    return {
-        "object": "list",
-        "url": "/v1/refunds",
-        "data": data,
-        "has_more": start + limit < len(items),
-    }
-
-
 # -- responses ----------------------------------------------------------------------------
-
-
-def _invalid(message: str, *, code: str | None = None, param: str | None = None) -> ApiError:
-    return ApiError(400, "invalid_request_error", message, code=code, param=param)
-
-
-def _missing(kind: str, object_id: str) -> ApiError:
-    return ApiError(
-        404,
-        "invalid_request_error",
-        f"No such {kind}: '{object_id}'",
-        code="resource_missing",
-        param="id",
-    )
 
 
 def _stored_response(response: StoredResponse, key: str | None) -> JSONResponse:
