@@ -38,7 +38,12 @@ def _markdown(ticket: Ticket, events: list[dict[str, Any]]) -> str:
 async def escalation_report(
     ticket_id: TicketId,
 ) -> dict[str, Any]:
-    """Publish an escalated ticket's state, reason and last events as a markdown artifact."""
+    """Publish an escalated ticket's state, reason and last events as a markdown artifact.
+
+    Args:
+        ticket_id: The escalated ticket, e.g. T-000042 (the automation passes the event's
+            resource name).
+    """
     shown = tickets.format_ticket_id(ticket_id)
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
     log = await in_thread(tickets.events, deps().sessions, ticket_id)

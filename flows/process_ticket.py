@@ -98,6 +98,13 @@ async def process_ticket(
     """Run one ticket from its last committed state until it ends or waits for a decision.
 
     Give ``email_path`` for a new or re-delivered email, or ``ticket_id`` to resume a ticket.
+
+    Args:
+        email_path: Path of an .eml file on the worker; its ticket is opened (or found again,
+            for a re-delivered email) and run. Leave empty to resume a ticket instead.
+        ticket_id: The ticket to resume or continue, e.g. T-000042; empty with an email.
+        approval_wait_s: Seconds a local run waits for a decision before it returns with the
+            ticket still pending (a deployed run suspends instead and frees its worker).
     """
     if ticket_id is None:
         if email_path is None:
@@ -130,3 +137,9 @@ async def _advance(ticket_id: int, wait_s: float) -> bool:
             return True
     # every step moves the ticket on; this many means a bug, not a slow ticket
     raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")
+
+
+if __name__ == "__main__":  # python flows/process_ticket.py ... (see flows/local_run.py)
+    from billing_recon_flows.local_run import main
+
+    raise SystemExit(main("process-ticket"))

@@ -62,17 +62,10 @@ async def _fan_out(ids: list[int], wait_s: float, progress: Progress) -> list[An
 
 @flow(name="reconcile-inbox", persist_result=False)
 async def reconcile_inbox(
-    inbox: Annotated[str | None, Field(
-        description="Folder of .eml files; each new email becomes a ticket")] = None,
-    email_paths: Annotated[list[str] | None, Field(
-        description="Explicit .eml paths (instead of or besides the folder)")] = None,
-    from_table: Annotated[bool, Field(
-        description="Also take stored emails without a ticket from the inbound-email table"
-    )] = False,
-    approval_wait_s: Annotated[float, Field(
-        ge=0, le=30 * 86400,
-        description="How long a local run waits for a decision (deployed runs suspend)")
-    ] = 3600.0,
+    inbox: str | None = None,
+    email_paths: list[str] | None = None,
+    from_table: bool = False,
+    approval_wait_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0,
 ) -> list[dict[str, Any]]:
     """Open one ticket per new email in arrival order, then run each ticket's flow.
 
@@ -80,6 +73,13 @@ async def reconcile_inbox(
     for approval is suspended and holds no worker); locally, tickets run as subflows admitted
     one after another. Either way a ticket waiting for approval never holds up the next one,
     and approval-pending tickets past their deadline are escalated first.
+
+    Args:
+        inbox: Folder of .eml files on the worker; each email without a ticket becomes one.
+        email_paths: Explicit .eml paths, instead of or besides the folder.
+        from_table: Also take stored emails without a ticket from the inbound-email table.
+        approval_wait_s: Seconds a local run waits for each decision (at most 30 days);
+            deployed runs suspend instead and free their worker.
     """
     await sweep_overdue()
     ids = await _open_all(inbox, email_paths, from_table)
@@ -90,3 +90,9 @@ async def reconcile_inbox(
     return [r if isinstance(r, dict) else {"ticket_id": tickets.format_ticket_id(i),
                                             "error": repr(r)}
             for i, r in zip(ids, results, strict=True)]
+
+
+if __name__ == "__main__":  # python flows/reconcile_inbox.py ... (see flows/local_run.py)
+    from billing_recon_flows.local_run import main
+
+    raise SystemExit(main("reconcile-inbox"))

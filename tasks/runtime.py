@@ -18,6 +18,7 @@ from billing_recon.config import Settings, load
 from billing_recon.errors import UserInputError
 from billing_recon.steps.deps import Deps
 from billing_recon_tasks.context import in_deployment
+from billing_recon_tasks.logs import forward_core_logs
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,6 +30,7 @@ _loaded: dict[tuple[str, bool], Settings | None] = {}
 
 def deps() -> Deps:
     """The core dependencies for the current configuration (built once per process)."""
+    forward_core_logs()  # first, so that building them reports into the run (sandbox, layers)
     return runtime.build(block_settings())
 
 
