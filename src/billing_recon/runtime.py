@@ -119,11 +119,18 @@ def build(settings: Settings | None = None) -> Deps:
     engine = make_engine(settings.database.sqlalchemy_url)
     migrate(engine)
     deps = Deps(settings=settings, sessions=session_factory(engine),
-                model=chat_model(settings.llm), sandbox=make_sandbox(settings.sandbox),
+                model=chat_model(settings.llm),
+                sandbox=make_sandbox(settings.sandbox, untrusted_by=_script_author(settings)),
                 refund_client=lambda: _client(settings, deps),
                 switches=Switches.from_settings(settings.switches))
     with _lock:
         return _cache.setdefault(cache_key, deps)
+
+
+def _script_author(settings: Settings) -> str | None:
+    """The model whose scripts the sandbox will run, when it is not the offline one (whose
+    reference script is ours): those need strong isolation."""
+    return None if settings.llm.backend == "offline" else settings.llm.analysis_model
 
 
 def _client(settings: Settings, deps: Deps) -> RefundClient:

@@ -31,7 +31,13 @@ class SandboxSettings(Section):
     limits: SandboxLimits = Field(default_factory=SandboxLimits,
                                   description="Resource limits of one script run.")
     require_isolation: bool = Field(
-        default=False, description="Refuse to run scripts without bubblewrap (production).")
+        default=False, description="Refuse to run any script without bubblewrap, the offline "
+        "model's own reference script included (production).")
+    allow_weak_isolation: bool = Field(
+        default=False, description="Development only: let scripts written by a real model "
+        "(any model but offline) run in the weak subprocess sandbox when bubblewrap is missing. "
+        "They then run as this user, with its files, keys and network in reach; logged loudly. "
+        "Unset, such a configuration is refused when the command starts.")
     workers: int = Field(default=2, ge=1, description="Warm sandbox workers at most.")
     jobs_per_worker: int = Field(default=0, ge=0,
                                  description="Retire a worker after this many runs; 0 never.")

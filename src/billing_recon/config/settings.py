@@ -9,6 +9,7 @@ variable. The Prefect blocks hold the same sections, so a block set is just anot
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import os
@@ -17,9 +18,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -112,6 +114,13 @@ class Settings(BaseSettings):
         return secret_fingerprint(json.dumps(self.model_dump(mode="python"), sort_keys=True,
                                              default=_plain))
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value this process knows: each SecretStr of the tree, the password of
+        each secret URL, and the signing and approver keys (for redaction)."""
+        found: list[str] = [self.signing_key().decode(), self.approver_key().decode()]
+        _secrets_of(self, found)
+        return tuple(found)
+
     def signing_key(self) -> bytes:
         """The given key, else a random key in an owner-only file under ``home``."""
         return _key(self.approval.signing_key, self.home / "signing.key")
@@ -123,6 +132,19 @@ class Settings(BaseSettings):
         Losing or changing it makes every enrolled secret unreadable: approvers re-enroll.
         """
         return _key(self.approval.approver_key, self.home / "approvers.key")
+
+
+def _secrets_of(model: BaseModel, found: list[str]) -> None:
+    for _name, value in model:
+        if isinstance(value, SecretStr):
+            plain = value.get_secret_value()
+            found.append(plain)
+            with contextlib.suppress(ValueError):  # not a URL: the whole value is enough
+                password = urlsplit(plain).password
+                if password:
+                    found.append(password)
+        elif isinstance(value, BaseModel):
+            _secrets_of(value, found)
 
 
 def _plain(value: object) -> object:

@@ -1,5 +1,10 @@
 """Builds a Sandbox backend by name; the one place that knows every backend.
 
+Scripts written by a real model (``untrusted``) run only in strong isolation, the bubblewrap
+pool or E2B: where neither is to be had, building the sandbox is refused with one message,
+unless ``allow_weak_isolation`` is set (development only, logged loudly). The weak backend is
+for the offline model's own reference script.
+
 - `local` (default): the warm bubblewrap pool when bubblewrap works here; otherwise, unless
   strong isolation is required, the weak `subprocess` backend with a loud warning. Each result
   names the isolation actually used, and the pipeline logs it with the ticket.
@@ -14,7 +19,7 @@ import logging
 from collections.abc import Callable
 
 from billing_recon.config.sandbox import BACKENDS, SandboxSettings
-from billing_recon.errors import SandboxUnavailable
+from billing_recon.errors import SandboxUnavailable, UserInputError
 from billing_recon.sandbox.bwrap import Jail, probe
 from billing_recon.sandbox.local import WarmPool
 from billing_recon.sandbox.port import Sandbox
@@ -78,6 +83,34 @@ def available_backends() -> list[str]:
     return sorted(BACKENDS)
 
 
-def make_sandbox(settings: SandboxSettings) -> Sandbox:
-    """A sandbox of the backend ``settings`` names; SandboxUnavailable when it cannot be had."""
-    return _BACKENDS[settings.backend](settings)
+UNCONFINED_REFUSED = (
+    "scripts written by the {model} model must run in strong isolation (bubblewrap or E2B), "
+    "and {reason}. Install bubblewrap (Debian: apt-get install bubblewrap), or set "
+    "BILLING_RECON_SANDBOX=e2b with E2B_API_KEY; only for development, "
+    "BILLING_RECON_SANDBOX_ALLOW_WEAK_ISOLATION=true runs them unconfined")
+UNCONFINED_WARNING = (
+    "UNCONFINED MODEL CODE: scripts written by the %s model run in the weak 'rlimit-subprocess' "
+    "sandbox as this user, with this user's files, keys and network in reach, because "
+    "BILLING_RECON_SANDBOX_ALLOW_WEAK_ISOLATION is set. Never do this with real money.")
+
+
+def make_sandbox(settings: SandboxSettings, *, untrusted_by: str | None = None) -> Sandbox:
+    """A sandbox of the backend ``settings`` names; SandboxUnavailable when it cannot be had.
+
+    ``untrusted_by`` names the model whose scripts will run (None: only the offline model's
+    reference script): those need strong isolation, else UserInputError at start.
+    """
+    build = _BACKENDS[settings.backend]
+    if untrusted_by is None:
+        return build(settings)
+    if not settings.allow_weak_isolation:
+        try:
+            return build(settings.model_copy(update={"require_isolation": True}))
+        except SandboxUnavailable as exc:
+            reason = str(exc).removeprefix("the 'subprocess' sandbox is weak, and ")
+            raise UserInputError(UNCONFINED_REFUSED.format(model=untrusted_by,
+                                                           reason=reason)) from exc
+    box = build(settings)
+    if box.isolation == SubprocessSandbox.isolation:
+        _log.warning(UNCONFINED_WARNING, untrusted_by)
+    return box

@@ -134,6 +134,7 @@ class Sandbox(Protocol):
     """
 
     name: str
+    isolation: str  # the level every result of this sandbox reports
 
     def run(
         self, code: str, files: Mapping[str, bytes], *, limits: SandboxLimits | None = None

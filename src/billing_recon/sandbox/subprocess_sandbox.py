@@ -149,6 +149,7 @@ class SubprocessSandbox:
     """Sandbox backend running each script in a fresh rlimited subprocess (see module doc)."""
 
     name = "subprocess"
+    isolation = ISOLATION
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from billing_recon.agents.analysis import Failure, author_script
 from billing_recon.domain import rules
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
+from billing_recon.domain.redaction import redact
 from billing_recon.domain.summary import SandboxSummary
 from billing_recon.errors import AnalysisExhausted, AnalysisFailed, ModelOutputInvalid
 from billing_recon.llm.port import Usage
@@ -52,6 +53,15 @@ def _error_text(result: Any) -> str | None:
     return None
 
 
+def _redacted(deps: Deps, result: Any) -> tuple[str, str | None]:
+    """The output tail and error text to store, log and show the model: bounded, and without
+    any secret value the process knows (model-written code may have printed one)."""
+    secrets = deps.settings.secret_values()
+    error = _error_text(result)
+    return (redact(result.stdout, secrets, MAX_LOGGED_OUTPUT),
+            None if error is None else redact(error, secrets, MAX_LOGGED_OUTPUT))
+
+
 @dataclass(frozen=True)
 class Analysis:
     """A successful attempt: the sandbox's summary and the scope rows it was sent as CSV.
@@ -68,16 +78,17 @@ def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[Analysis | None, str 
                                                              dict[str, Any]]:
     tables = scope_data(deps, ticket)
     result = deps.sandbox.run(script, billing.to_csv_files(tables))
+    stdout_tail, error = _redacted(deps, result)
     info = {"isolation": result.isolation, "duration_s": round(result.duration_s, 3),
-            "stdout_tail": result.stdout[-MAX_LOGGED_OUTPUT:]}
-    error = _error_text(result)
+            "stdout_tail": stdout_tail}
     if error is not None:
         return None, error, info
     scope = ticket.scope or {}
     try:
         summary = SandboxSummary.parse(result.parse_json_stdout(), scope["invoice_ids"])
     except ValueError as exc:
-        return None, f"invalid output: {exc}", info
+        return None, redact(f"invalid output: {exc}", deps.settings.secret_values(),
+                            MAX_LOGGED_OUTPUT), info
     return Analysis(summary, tables), None, info
 
 
