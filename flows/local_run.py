@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect import Flow
 from prefect.schedules import Cron
 from prefect.settings import (
     PREFECT_API_URL,
@@ -33,6 +34,10 @@ from prefect.settings import (
 from billing_recon.errors import BillingReconError, UserInputError
 from billing_recon.store import tickets
 from billing_recon_tasks.client_settings import local_client_settings
+
+# The flow a file runs is handed in by that file's __main__ block: this module imports no flow
+# (so no flow module and this one import each other).
+AnyFlow = Flow[..., Coroutine[Any, Any, Any]]  # both flows are async
 
 DEPLOYMENTS = Path(__file__).resolve().parent.parent / "deployments" / "prefect.yaml"
 BATCH_DEPLOYMENT = "scheduled-batch"
@@ -79,26 +84,21 @@ def _line(result: dict[str, Any]) -> str:
     return line
 
 
-async def _run(flow_name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    if flow_name == "process-ticket":
-        from billing_recon_flows.process_ticket import process_ticket
-
-        runs = [process_ticket(email_path=str(Path(e).resolve()), approval_wait_s=args.wait)
+async def _run(flow: AnyFlow, args: argparse.Namespace) -> list[dict[str, Any]]:
+    if flow.name == "process-ticket":
+        runs = [flow(email_path=str(Path(e).resolve()), approval_wait_s=args.wait)
                 for e in args.emails]
-        runs += [process_ticket(ticket_id=tickets.parse_ticket_id(t), approval_wait_s=args.wait)
+        runs += [flow(ticket_id=tickets.parse_ticket_id(t), approval_wait_s=args.wait)
                  for t in args.ticket]
         return [await run for run in runs]  # one after another, in the order given
-    from billing_recon_flows.reconcile_inbox import reconcile_inbox
+    results: list[dict[str, Any]] = await flow(inbox=str(Path(args.inbox).resolve()),
+                                               approval_wait_s=args.wait)
+    return results
 
-    return await reconcile_inbox(inbox=str(Path(args.inbox).resolve()),
-                                 approval_wait_s=args.wait)
 
-
-def _serve(args: argparse.Namespace) -> None:
-    from billing_recon_flows.reconcile_inbox import reconcile_inbox
-
+def _serve(flow: AnyFlow, args: argparse.Namespace) -> None:
     plan = [Cron(s["cron"], timezone=s.get("timezone")) for s in schedules() if s.get("cron")]
-    reconcile_inbox.serve(name="local-batch", schedules=plan,
+    flow.serve(name="local-batch", schedules=plan,
                           parameters={"inbox": str(Path(args.inbox).resolve()),
                                       "approval_wait_s": args.wait})
 
@@ -117,16 +117,17 @@ def _check(flow_name: str, args: argparse.Namespace) -> None:
         raise UserInputError(f"no such folder: {args.inbox}")
 
 
-def main(flow_name: str, argv: Sequence[str] | None = None) -> int:
-    """Run (or serve) ``flow_name`` from the command line; 0 done, 1 refused, 2 bad input."""
+def main(flow: AnyFlow, argv: Sequence[str] | None = None) -> int:
+    """Run (or serve) ``flow`` from the command line; 0 done, 1 refused, 2 bad input."""
+    flow_name = flow.name
     args = _parser(flow_name).parse_args(argv)
     try:
         _check(flow_name, args)
         with local_client_settings(), temporary_settings(updates=LOCAL_PREFECT):
             if flow_name == "reconcile-inbox" and args.serve:
-                _serve(args)
+                _serve(flow, args)
                 return 0
-            results = asyncio.run(_run(flow_name, args))
+            results = asyncio.run(_run(flow, args))
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -142,4 +142,4 @@ async def _advance(ticket_id: int, wait_s: float) -> bool:
 if __name__ == "__main__":  # python flows/process_ticket.py ... (see flows/local_run.py)
     from billing_recon_flows.local_run import main
 
-    raise SystemExit(main("process-ticket"))
+    raise SystemExit(main(process_ticket))

@@ -95,4 +95,4 @@ async def reconcile_inbox(
 if __name__ == "__main__":  # python flows/reconcile_inbox.py ... (see flows/local_run.py)
     from billing_recon_flows.local_run import main
 
-    raise SystemExit(main("reconcile-inbox"))
+    raise SystemExit(main(reconcile_inbox))
