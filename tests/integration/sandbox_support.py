@@ -1,4 +1,5 @@
-"""Helpers shared by the sandbox tests: looking at host processes from the outside."""
+"""Helpers shared by the sandbox tests: looking at host processes from the outside, and what
+bubblewrap says where user namespaces are blocked (the ``blocked_bwrap`` fixture's message)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import time
 from pathlib import Path
 
 from billing_recon.sandbox.port import SandboxResult
+
+NO_USERNS = ("bwrap: No permissions to creating new namespace, likely because the kernel does "
+             "not allow non-privileged user namespaces.")
 
 
 def alive(pid: int, comm: str) -> bool:

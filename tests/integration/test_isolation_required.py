@@ -20,17 +20,7 @@ from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.sandbox.local import WarmPool
 from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
 
-NO_USERNS = "bwrap: No permissions to creating new namespace"
 REFUSED = "scripts written by the gpt-4.1 model must run in strong isolation"
-
-
-@pytest.fixture
-def blocked_bwrap(tmp_path: Path) -> str:
-    """A bwrap that fails the way it does where user namespaces are blocked."""
-    path = tmp_path / "bwrap"
-    path.write_text(f"#!/bin/sh\necho '{NO_USERNS}' >&2\nexit 1\n")
-    path.chmod(0o755)
-    return str(path)
 
 
 @pytest.mark.parametrize("backend", ["local", "bwrap", "subprocess"])

@@ -18,19 +18,7 @@ from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.sandbox.local import WarmPool
 from billing_recon.sandbox.port import SandboxLimits
 from billing_recon.sandbox.subprocess_sandbox import SubprocessSandbox
-from tests.integration.sandbox_support import processes_with_arg
-
-NO_USERNS = ("bwrap: No permissions to creating new namespace, likely because the kernel does "
-             "not allow non-privileged user namespaces.")
-
-
-@pytest.fixture
-def blocked_bwrap(tmp_path: Path) -> str:
-    """A bwrap that fails the way it does where user namespaces are blocked."""
-    path = tmp_path / "bwrap"
-    path.write_text(f"#!/bin/sh\necho '{NO_USERNS}' >&2\nexit 1\n")
-    path.chmod(0o755)
-    return str(path)
+from tests.integration.sandbox_support import NO_USERNS, processes_with_arg
 
 
 def test_default_backend_is_the_warm_bubblewrap_pool() -> None:
