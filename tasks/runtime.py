@@ -31,12 +31,14 @@ _loaded: dict[tuple[str, bool], Settings | None] = {}
 def deps() -> Deps:
     """The core dependencies for the current configuration (built once per process)."""
     forward_core_logs()  # first, so that building them reports into the run (sandbox, layers)
-    return runtime.build(block_settings())
+    environment = load()  # once per call: it also names the block set, if any
+    return runtime.build(block_settings(environment) or environment)
 
 
-def block_settings() -> Settings | None:
-    """The settings from the block set in use, or None when the environment decides."""
-    explicit = load().orchestration.blocks
+def block_settings(environment: Settings | None = None) -> Settings | None:
+    """The settings from the block set in use, or None when the environment decides
+    (``environment``: the settings already loaded from it, else they are loaded here)."""
+    explicit = (environment or load()).orchestration.blocks
     if explicit:
         return _load(explicit, required=True)
     if in_deployment():

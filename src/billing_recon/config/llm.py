@@ -23,7 +23,6 @@ from pydantic import (
 
 from billing_recon.config.variables import Env, Section
 
-AGENTS = ("triage", "analysis", "summary")
 Backend = Literal["offline", "openai"]
 
 #: A small model for triage and summary, a code model for the analysis script.

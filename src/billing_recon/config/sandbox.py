@@ -7,7 +7,7 @@ the ``SandboxConfig`` block holds the same section.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, SecretStr
 
@@ -16,7 +16,7 @@ from billing_recon.sandbox.bwrap import NOBODY
 from billing_recon.sandbox.port import MIB, SandboxLimits
 
 Backend = Literal["local", "bwrap", "subprocess", "e2b"]
-BACKENDS: tuple[Backend, ...] = ("local", "bwrap", "subprocess", "e2b")
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
 class SandboxSettings(Section):

@@ -20,10 +20,8 @@ DEFAULT_APPROVERS = ("alice", "bob")
 
 
 def _names(value: Any) -> Any:
-    """``alice, bob`` (from the environment) as a tuple of names."""
-    if isinstance(value, str):
-        return tuple(name.strip() for name in value.split(",") if name.strip())
-    return value
+    """``alice, bob`` (from the environment) as names (``_stripped`` then cleans them)."""
+    return tuple(value.split(",")) if isinstance(value, str) else value
 
 
 def _thresholds(value: Any) -> Any:

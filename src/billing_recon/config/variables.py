@@ -9,6 +9,7 @@ This module only describes; ``config.settings`` is the one place that reads the 
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -65,8 +66,9 @@ def _name(field_name: str, info: FieldInfo, prefix: str) -> str:
     return named[0] if named else prefix + field_name.upper()
 
 
+@functools.cache  # the models never change: read them once per process
 def variables(model: type[BaseModel], prefix: str = ROOT_PREFIX,
-              path: tuple[str, ...] = ()) -> list[Variable]:
+              path: tuple[str, ...] = ()) -> tuple[Variable, ...]:
     """Every variable of ``model``'s fields, sections and nested models, in declaration order."""
     out: list[Variable] = []
     for field_name, info in model.model_fields.items():
@@ -77,10 +79,10 @@ def variables(model: type[BaseModel], prefix: str = ROOT_PREFIX,
         else:
             out.append(Variable(_name(field_name, info, prefix), (*path, field_name), info,
                                 model))
-    return out
+    return tuple(out)
 
 
-def variable_at(found: list[Variable], loc: tuple[int | str, ...]) -> Variable | None:
+def variable_at(found: tuple[Variable, ...], loc: tuple[int | str, ...]) -> Variable | None:
     """The variable whose path is the longest start of an error location ``loc``."""
     best: Variable | None = None
     for var in found:
