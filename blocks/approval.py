@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
-from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
 from billing_recon.config import ApprovalSettings, Settings
-from billing_recon.config.variables import Section
-from billing_recon_blocks.parts import DOCS_URL, required
+from billing_recon_blocks.parts import DOCS_URL, SectionsBlock
 
 
-class ApprovalPolicy(Block):
+class ApprovalPolicy(SectionsBlock):
     """Who may approve a refund, the keys that sign and seal, and how long a proposal waits.
 
     Example:
@@ -27,11 +25,6 @@ class ApprovalPolicy(Block):
     _documentation_url = DOCS_URL  # type: ignore[assignment]
 
     approval: ApprovalSettings = Field(description="Approvers, keys, timeout, four eyes.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _sections(cls, data: Any) -> Any:
-        return required(data, "approval")
 
     @model_validator(mode="after")
     def _shared_signing_key(self) -> Self:
@@ -48,6 +41,3 @@ class ApprovalPolicy(Block):
                 "approver_key": SecretStr(settings.approver_key().decode())}
         return cls(approval=settings.approval.model_copy(update=keys))
 
-    def sections(self) -> dict[str, Section]:
-        """The settings sections this block holds (they replace the environment's)."""
-        return {"approval": self.approval}

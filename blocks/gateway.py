@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from pydantic import Field
 
-from prefect.blocks.core import Block
-from pydantic import Field, model_validator
-
-from billing_recon.config import GatewaySettings, Settings
-from billing_recon.config.variables import Section
+from billing_recon.config import GatewaySettings
 from billing_recon.errors import UserInputError
 from billing_recon.payments.refunds import RefundClient
-from billing_recon_blocks.parts import DOCS_URL, required
+from billing_recon_blocks.parts import DOCS_URL, SectionsBlock
 
 
-class PaymentGateway(Block):
+class PaymentGateway(SectionsBlock):
     """Where refunds are sent: Stripe (or a compatible server) or the embedded local gateway.
 
     Example:
@@ -29,20 +25,6 @@ class PaymentGateway(Block):
     _documentation_url = DOCS_URL  # type: ignore[assignment]
 
     gateway: GatewaySettings = Field(description="The gateway's URL, key and network limits.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _sections(cls, data: Any) -> Any:
-        return required(data, "gateway")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """The block that holds ``settings``' gateway section."""
-        return cls(gateway=settings.gateway)
-
-    def sections(self) -> dict[str, Section]:
-        """The settings sections this block holds (they replace the environment's)."""
-        return {"gateway": self.gateway}
 
     def get_client(self, base_url: str | None = None) -> RefundClient:
         """A refund client for the gateway URL (or ``base_url``, e.g. a local gateway's)."""

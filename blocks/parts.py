@@ -1,12 +1,16 @@
-"""What every billing-recon block shares: the documentation link, and a clear error for a
+"""What every billing-recon block shares: fields that are sections of the core's settings tree
+(required, handed to the settings as they are), the documentation link, and a clear error for a
 block document saved by an older release (its fields no longer match the sections)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import ValidationError
+from prefect.blocks.core import Block
+from pydantic import ValidationError, model_validator
 
+from billing_recon.config import Settings
+from billing_recon.config.variables import Section, model_of
 from billing_recon.errors import UserInputError
 
 #: Where the block types' "documentation" link points in the Prefect UI.
@@ -23,11 +27,30 @@ def stale(slug: str, name: str, exc: ValidationError) -> UserInputError:
         f"{name} --overwrite` saves it again from the current settings")
 
 
-def required(data: Any, *sections: str) -> Any:
-    """A block's document must hold its sections: an old flat document is refused, never
-    silently read as the defaults."""
-    if isinstance(data, dict):
-        missing = [name for name in sections if name not in data]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} section")
-    return data
+class SectionsBlock(Block):
+    """A block whose fields are sections of ``Settings``, named as there (``database``...)."""
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        """The fields that hold settings sections."""
+        return [name for name, info in cls.model_fields.items()
+                if (held := model_of(info.annotation)) is not None and issubclass(held, Section)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_required(cls, data: Any) -> Any:
+        # An old flat document is refused, never silently read as the defaults.
+        if isinstance(data, dict):
+            missing = [name for name in cls.section_names() if name not in data]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)} section")
+        return data
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The block that holds ``settings``' sections of this block's kind."""
+        return cls(**{name: getattr(settings, name) for name in cls.section_names()})
+
+    def sections(self) -> dict[str, Section]:
+        """The settings sections this block holds (they replace the environment's)."""
+        return {name: getattr(self, name) for name in self.section_names()}
