@@ -4,10 +4,10 @@ block document saved by an older release (its fields no longer match the section
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
 from prefect.blocks.core import Block
-from pydantic import ValidationError, model_validator
+from pydantic import ValidationError
 
 from billing_recon.config import Settings
 from billing_recon.config.variables import Section, model_of
@@ -28,23 +28,17 @@ def stale(slug: str, name: str, exc: ValidationError) -> UserInputError:
 
 
 class SectionsBlock(Block):
-    """A block whose fields are sections of ``Settings``, named as there (``database``...)."""
+    """A block whose fields are sections of ``Settings``, named as there (``database``...).
+
+    The section fields have no default: a document without them (an older release's flat
+    fields) fails validation, and is never silently read as the defaults.
+    """
 
     @classmethod
     def section_names(cls) -> list[str]:
         """The fields that hold settings sections."""
         return [name for name, info in cls.model_fields.items()
                 if (held := model_of(info.annotation)) is not None and issubclass(held, Section)]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _sections_required(cls, data: Any) -> Any:
-        # An old flat document is refused, never silently read as the defaults.
-        if isinstance(data, dict):
-            missing = [name for name in cls.section_names() if name not in data]
-            if missing:
-                raise ValueError(f"no {', '.join(missing)} section")
-        return data
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
