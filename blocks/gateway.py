@@ -26,10 +26,12 @@ class PaymentGateway(SectionsBlock):
 
     gateway: GatewaySettings = Field(description="The gateway's URL, key and network limits.")
 
-    def get_client(self, base_url: str | None = None) -> RefundClient:
-        """A refund client for the gateway URL (or ``base_url``, e.g. a local gateway's)."""
+    def get_client(self, base_url: str | None = None,
+                   api_key: str | None = None) -> RefundClient:
+        """A refund client for the gateway URL (or ``base_url`` with its ``api_key``, e.g. a
+        local gateway's)."""
         url = base_url or self.gateway.url
         if not url:
             raise UserInputError("this gateway block names no URL: the flows start the "
                                  "embedded local gateway themselves; pass its base_url")
-        return RefundClient.from_settings(self.gateway, url)
+        return RefundClient.from_settings(self.gateway, url, api_key)

@@ -85,7 +85,8 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
             # a real gateway (or one that never refunds) should not pay for at start-up.
             from billing_recon.payments.gateway_server import GatewayServer
 
-            server = GatewayServer(gateway.db_url, retention_s=gateway.retention_h * 3600,
+            server = GatewayServer(gateway.db_url, api_key=settings.local_gateway_key(),
+                                   retention_s=gateway.retention_h * 3600,
                                    key_lease_s=gateway.key_lease_s).start()
             _gateways[gateway.db_url] = server
             log.info("local payment gateway listening on %s", server.url)
@@ -135,7 +136,7 @@ def _script_author(settings: Settings) -> str | None:
 
 def _client(settings: Settings, deps: Deps) -> RefundClient:
     url = settings.gateway.url or embedded_gateway_url(settings, deps)
-    return RefundClient.from_settings(settings.gateway, url)
+    return RefundClient.from_settings(settings.gateway, url, settings.refund_api_key())
 
 
 def reset() -> None:

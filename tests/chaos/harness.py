@@ -42,7 +42,8 @@ from billing_recon.store.models import (
 )
 from tests.chaos.jobs import Job
 
-AUTH = {"Authorization": "Bearer sk_test_chaos"}
+API_KEY = "sk_test_chaos"  # the gateway requires it; the workers send it
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 KILL_POINTS = ("refund.before_payment", "refund.before_call", "refund.after_call",
                "refund.after_ledger_call", "refund.before_record", "refund.after_record")
 PER_PAYMENT = {"refund.before_payment", "refund.before_call", "refund.after_call",
@@ -124,7 +125,8 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "billing_recon.payments.gateway_server", "--db", self.db_url,
              "--port", str(self.port), "--faults", "", "--key-lease-seconds", str(KEY_LEASE_S)],
-            stdout=subprocess.DEVNULL, stderr=log, cwd=self.workdir)
+            stdout=subprocess.DEVNULL, stderr=log, cwd=self.workdir,
+            env={**os.environ, "BILLING_RECON_GATEWAY_API_KEY": API_KEY})
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -254,7 +256,7 @@ class World:
         return {
             "BILLING_RECON_DATABASE_URL": self.billing_url,
             "BILLING_RECON_GATEWAY_URL": self.gateway.url,
-            "BILLING_RECON_STRIPE_API_KEY": "sk_test_chaos",
+            "BILLING_RECON_STRIPE_API_KEY": API_KEY,
             "BILLING_RECON_HOME": str(self.root / "home"),
             "BILLING_RECON_LLM": "offline",
             "BILLING_RECON_REFUND_LEASE_S": str(LEASE_S),

@@ -241,8 +241,11 @@ def test_each_block_hands_out_its_configured_client(tmp_path: Path,
         assert box.run("print(6 * 7)", {}).stdout == "42\n"
     finally:
         box.close()
-    client = PaymentGateway(gateway=GatewaySettings(retries=0)).get_client("http://127.0.0.1:9")
+    client = PaymentGateway(gateway=GatewaySettings(retries=0)).get_client(
+        "http://127.0.0.1:9", api_key="sk_local_given")
     assert client.busy_wait_s == GatewaySettings().busy_wait_s
+    with pytest.raises(UserInputError, match="no gateway key"):
+        PaymentGateway(gateway=GatewaySettings(url="http://127.0.0.1:9")).get_client()
     with pytest.raises(UserInputError, match="names no URL"):
         PaymentGateway(gateway=GatewaySettings()).get_client()
 

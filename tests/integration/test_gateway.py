@@ -36,7 +36,7 @@ def gateway_db(tmp_path: Path) -> str:
 @pytest.fixture
 def server(gateway_db: str) -> Iterator[GatewayServer]:
     """A running gateway on a free loopback port."""
-    with GatewayServer(gateway_db) as srv:
+    with GatewayServer(gateway_db, api_key=API_KEY) as srv:
         yield srv
 
 
@@ -321,7 +321,7 @@ def test_sub_cent_amount_is_refused_before_any_call(client: RefundClient) -> Non
 
 
 def test_unreachable_gateway_is_a_gateway_error(tmp_path: Path) -> None:
-    with GatewayServer(f"sqlite:///{tmp_path}/gone.db") as gone:
+    with GatewayServer(f"sqlite:///{tmp_path}/gone.db", api_key=API_KEY) as gone:
         url = gone.url
     error = _gateway_error(RefundClient(API_KEY, url, max_network_retries=0), _request())
     assert (error.code, error.status) == ("api_connection_error", None)

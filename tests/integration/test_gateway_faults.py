@@ -20,7 +20,8 @@ AUTH = {"Authorization": "Bearer sk_test_local"}
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[GatewayServer]:
     """A gateway with fault injection on (no fault planned) and charge ch_1 of 50.00."""
-    with GatewayServer(f"sqlite:///{tmp_path}/gw.db", faults=FaultPlan()) as srv:
+    with GatewayServer(f"sqlite:///{tmp_path}/gw.db", api_key="sk_test_local",
+                       faults=FaultPlan()) as srv:
         srv.store.ensure_charge("ch_1", 5000, "usd")
         yield srv
 
@@ -73,7 +74,7 @@ def test_latency_and_counts_are_reported(server: GatewayServer) -> None:
 
 
 def test_fault_switch_does_not_exist_unless_enabled(tmp_path: Path) -> None:
-    with GatewayServer(f"sqlite:///{tmp_path}/gw.db") as srv:
+    with GatewayServer(f"sqlite:///{tmp_path}/gw.db", api_key="sk_test_local") as srv:
         answer = httpx.post(f"{srv.url}/v1/test_helpers/faults", data={"spec": "drop=1"},
                             headers=AUTH, trust_env=False)
     assert answer.status_code == 404

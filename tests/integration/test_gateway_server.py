@@ -16,7 +16,8 @@ import pytest
 from billing_recon.payments.gateway_server import GatewayServer
 from billing_recon.payments.gateway_store import GatewayStore
 
-AUTH = {"Authorization": "Bearer sk_test_local"}
+AUTH_KEY = "sk_test_local"
+AUTH = {"Authorization": f"Bearer {AUTH_KEY}"}
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def gateway_db(tmp_path: Path) -> str:
 def http(gateway_db: str) -> Iterator[httpx.Client]:
     """A raw HTTP client on a running gateway that has charge ch_1 (50.00 usd)."""
     with (
-        GatewayServer(gateway_db) as server,
+        GatewayServer(gateway_db, api_key=AUTH_KEY) as server,
         httpx.Client(base_url=server.url, headers=AUTH, trust_env=False) as client,
     ):
         client.post(
@@ -133,7 +134,7 @@ def test_configured_api_key_refuses_other_secret_keys(gateway_db: str) -> None:
 
 
 def test_server_stops_cleanly_and_frees_its_port(gateway_db: str) -> None:
-    server = GatewayServer(gateway_db).start()
+    server = GatewayServer(gateway_db, api_key=AUTH_KEY).start()
     url = server.url
     assert httpx.get(f"{url}/healthz", trust_env=False).status_code == 200
     server.stop()

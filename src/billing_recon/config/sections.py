@@ -68,9 +68,9 @@ class GatewaySettings(Section):
     url: str | None = Field(
         default=None, description="Base URL of a Stripe-compatible API, e.g. "
         "https://api.stripe.com; unset runs the embedded local gateway on 127.0.0.1.")
-    stripe_api_key: Annotated[SecretStr, Env("BILLING_RECON_STRIPE_API_KEY")] = Field(
-        default=SecretStr("sk_test_local"), description="Stripe secret key sent with every "
-        "refund.")
+    stripe_api_key: Annotated[SecretStr | None, Env("BILLING_RECON_STRIPE_API_KEY")] = Field(
+        default=None, description="Stripe secret key sent with every refund; unset sends the "
+        "local gateway's key (BILLING_RECON_GATEWAY_API_KEY).")
     timeout_s: float = Field(default=10.0, gt=0,
                              description="Seconds to wait for one gateway answer.")
     retries: int = Field(default=2, ge=0, description="Network retries of one refund call "
@@ -82,8 +82,9 @@ class GatewaySettings(Section):
         default=SecretStr("sqlite:///billing_recon_gateway.db"), description="Database of "
         "the embedded local gateway (charges, refunds, idempotency keys); unused with a URL.")
     api_key: SecretStr | None = Field(
-        default=None, description="Key the local gateway server requires of its callers "
-        "(`python -m billing_recon.payments.gateway_server`); unset accepts any.")
+        default=None, description="Key the local gateway requires of its callers (embedded, "
+        "or `python -m billing_recon.payments.gateway_server`); unset: a random `sk_local_` "
+        "key created once in `gateway.key` under the home folder.")
     retention_h: float = Field(
         default=DEFAULT_RETENTION_S / 3600, ge=24, description="Hours the local gateway keeps "
         "idempotency keys (Stripe keeps them 24 h).")

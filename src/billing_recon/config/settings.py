@@ -88,7 +88,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home,
                        description="Folder of the generated key files (signing.key, "
-                       "approvers.key).")
+                       "approvers.key, gateway.key).")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     llm: ModelSettings = Field(default_factory=ModelSettings)
     budgets: LlmBudget = Field(default_factory=LlmBudget)
@@ -117,13 +117,27 @@ class Settings(BaseSettings):
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value this process knows: each SecretStr of the tree, the password of
         each secret URL, and the signing and approver keys (for redaction)."""
-        found: list[str] = [self.signing_key().decode(), self.approver_key().decode()]
+        found: list[str] = [self.signing_key().decode(), self.approver_key().decode(),
+                            self.local_gateway_key()]
         _secrets_of(self, found)
         return tuple(found)
 
     def signing_key(self) -> bytes:
         """The given key, else a random key in an owner-only file under ``home``."""
         return _key(self.approval.signing_key, self.home / "signing.key")
+
+    def local_gateway_key(self) -> str:
+        """The key the local gateway requires: the given one, else a random ``sk_local_`` key
+        in an owner-only file ``gateway.key`` under ``home`` (created once)."""
+        return _key(self.gateway.api_key, self.home / "gateway.key", prefix="sk_local_").decode()
+
+    def refund_api_key(self) -> str:
+        """The key refund calls send: the embedded gateway's own key when no gateway URL is
+        set; else the Stripe key, else the local gateway's (one run alone with this home)."""
+        given = self.gateway.stripe_api_key
+        if self.gateway.url and given is not None:
+            return given.get_secret_value()
+        return self.local_gateway_key()
 
     def approver_key(self) -> bytes:
         """Key material sealing approvers' TOTP secrets: the given key, else a random key in
@@ -194,9 +208,9 @@ def _problem(var: Variable | None, message: str, value: object, inside: str) -> 
     return f"{var.name}{shown}: {message}"
 
 
-def _key(given: SecretStr | None, path: Path) -> bytes:
+def _key(given: SecretStr | None, path: Path, prefix: str = "") -> bytes:
     """A key: the one given, else the key file at ``path``, created once with a random key
-    and mode 0600."""
+    (after ``prefix``) and mode 0600."""
     if given is not None and given.get_secret_value():
         return given.get_secret_value().encode()
     if not path.exists():
@@ -207,7 +221,7 @@ def _key(given: SecretStr | None, path: Path) -> bytes:
             pass  # another process created it first; use theirs
         else:
             with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
+                handle.write(prefix + secrets.token_hex(32))
     for _ in range(50):  # the creator may not have written it yet
         key = path.read_text().strip()
         if key:

@@ -30,11 +30,11 @@ if TYPE_CHECKING:  # fault injection is a test double, not shipped
 
 
 def create_app(
-    store: GatewayStore, *, api_key: str | None = None, faults: FaultPlan | None = None
+    store: GatewayStore, *, api_key: str, faults: FaultPlan | None = None
 ) -> FastAPI:
-    """The gateway app on `store`. With `api_key`, only that secret key is accepted; without
-    it, any `sk_...` key is (enough for a loopback test double). With `faults`, the fault
-    plan's test helpers exist (wrap the app in `FaultInjector` to apply it)."""
+    """The gateway app on `store`; only the secret key `api_key` is accepted (the local
+    gateway moves money in its ledger: no caller gets in without its key). With `faults`, the
+    fault plan's test helpers exist (wrap the app in `FaultInjector` to apply it)."""
     app = FastAPI(
         title="billing-recon local gateway", docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -67,8 +67,8 @@ def _authorize(request: Request) -> None:
             "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
             "YOUR_SECRET_KEY').",
         )
-    expected: str | None = request.app.state.api_key
-    if expected is not None and not hmac.compare_digest(key.encode(), expected.encode()):
+    expected: str = request.app.state.api_key
+    if not hmac.compare_digest(key.encode(), expected.encode()):
         raise ApiError(
             401, "invalid_request_error", f"Invalid API Key provided: {key[:8]}****{key[-4:]}"
         )

@@ -57,7 +57,7 @@ class GatewayServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        api_key: str | None = None,
+        api_key: str,
         retention_s: float = DEFAULT_RETENTION_S,
         key_lease_s: float = DEFAULT_LEASE_S,
         faults: FaultPlan | None = None,
@@ -199,8 +199,10 @@ def _parse_args(argv: list[str] | None, gateway: GatewaySettings) -> argparse.Na
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. The API key, if required, comes from the settings."""
-    gateway = load().gateway
+    """Serve until SIGTERM/SIGINT. Callers must send the local gateway's key
+    (BILLING_RECON_GATEWAY_API_KEY, else the generated key in the home folder's gateway.key)."""
+    settings = load()
+    gateway = settings.gateway
     args = _parse_args(argv, gateway)
     stop = threading.Event()
 
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         args.db,
         args.host,
         args.port,
-        api_key=gateway.api_key.get_secret_value() if gateway.api_key else None,
+        api_key=settings.local_gateway_key(),
         retention_s=args.retention_hours * 3600,
         key_lease_s=args.key_lease_seconds,
         faults=fault_plan(args.faults),

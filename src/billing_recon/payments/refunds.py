@@ -21,7 +21,7 @@ from stripe.params import RefundCreateParams, RefundListParams
 
 from billing_recon.config.sections import GatewaySettings
 from billing_recon.domain.money import from_minor_units, to_minor_units
-from billing_recon.errors import GatewayBusy, GatewayError, GatewayUnavailable
+from billing_recon.errors import GatewayBusy, GatewayError, GatewayUnavailable, UserInputError
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,16 @@ class RefundClient:
         )
 
     @classmethod
-    def from_settings(cls, gateway: GatewaySettings, base_url: str | None) -> RefundClient:
-        """A client with the gateway section's key, timeout, retries and busy wait."""
-        return cls(gateway.stripe_api_key.get_secret_value(), base_url,
+    def from_settings(cls, gateway: GatewaySettings, base_url: str | None,
+                      api_key: str | None = None) -> RefundClient:
+        """A client with the gateway section's timeout, retries and busy wait, sending
+        ``api_key`` (else the section's Stripe key)."""
+        key = api_key or (gateway.stripe_api_key.get_secret_value()
+                          if gateway.stripe_api_key else None)
+        if not key:
+            raise UserInputError("no gateway key: set BILLING_RECON_STRIPE_API_KEY (the "
+                                 "gateway's secret key)")
+        return cls(key, base_url,
                    max_network_retries=gateway.retries, timeout_s=gateway.timeout_s,
                    busy_wait_s=gateway.busy_wait_s)
 
