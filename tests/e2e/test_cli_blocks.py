@@ -21,6 +21,10 @@ SLUGS = ["billing-recon-database", "billing-recon-llm-endpoint", "billing-recon-
 SECRETS = {"BILLING_RECON_DATABASE_URL": "postgresql://recon:db-pw-e2e@127.0.0.1:5432/billing",
            "BILLING_RECON_STRIPE_API_KEY": "sk_test_e2e_secret",
            "BILLING_RECON_SIGNING_KEY": "signing-e2e-secret"}
+#: The keys that make approvals: never saved in a block (anyone with the Prefect credential
+#: can read block secrets).
+KEYS = {"BILLING_RECON_SIGNING_KEY": "signing-e2e-secret",
+        "BILLING_RECON_APPROVER_KEY": "approver-e2e-secret"}
 
 
 def _document(api: str, slug: str, name: str) -> dict[str, Any] | None:
@@ -43,9 +47,10 @@ def block_set(prefect_api: str) -> Iterator[str]:
             httpx.delete(f"{prefect_api}/block_documents/{document['id']}", timeout=10)
 
 
-def test_blocks_register_saves_the_environment_as_a_block_set(
+def test_blocks_register_saves_the_environment_but_no_secret_key_that_makes_approvals(
         cli: Cli, prefect_api: str, block_set: str) -> None:
-    cli.env.update(SECRETS, BILLING_RECON_APPROVERS="carol,dan", BILLING_RECON_SANDBOX="bwrap")
+    cli.env.update(SECRETS, **KEYS, BILLING_RECON_APPROVERS="carol,dan",
+                   BILLING_RECON_SANDBOX="bwrap")
     done = cli.run("blocks", "register", "--name", block_set)
     assert done.returncode == 0, done.stderr
     assert all(secret not in done.stdout + done.stderr for secret in SECRETS.values())
@@ -58,6 +63,11 @@ def test_blocks_register_saves_the_environment_as_a_block_set(
     gateway = docs["billing-recon-payment-gateway"]["data"]["gateway"]
     assert gateway["stripe_api_key"] == "sk_test_e2e_secret"
     policy = docs["billing-recon-approval-policy"]["data"]["approval"]
-    assert (policy["approvers"], policy["signing_key"]) == (["carol", "dan"], "signing-e2e-secret")
+    assert policy["approvers"] == ["carol", "dan"]
+    assert "signing_key" not in policy and "approver_key" not in policy
+    saved = repr(docs)  # every document, secrets included, as a Prefect API client reads them
+    home = cli.cwd / "home"
+    for key in [*KEYS.values(), *(p.read_text().strip() for p in home.glob("*.key"))]:
+        assert key not in saved
     assert docs["billing-recon-sandbox"]["data"]["sandbox"]["backend"] == "bwrap"
     assert done.stdout.count("saved") == len(SLUGS)

@@ -6,11 +6,12 @@ from billing_recon.config.sections import (
     ApprovalSettings,
     DatabaseSettings,
     GatewaySettings,
+    KeySettings,
     OrchestrationSettings,
     SwitchSettings,
 )
 from billing_recon.config.settings import Settings, from_variables, load, secret_fingerprint
 
-__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "LlmBudget",
+__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "KeySettings", "LlmBudget",
            "ModelSettings", "OrchestrationSettings", "Price", "SandboxSettings", "Settings",
            "SwitchSettings", "from_variables", "load", "secret_fingerprint"]

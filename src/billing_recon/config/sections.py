@@ -102,7 +102,7 @@ class GatewaySettings(Section):
 
 
 class ApprovalSettings(Section):
-    """Who may approve a refund, the keys that sign and seal, and how long a proposal waits."""
+    """Who may approve a refund, with which proof, and how long a proposal waits."""
 
     approvers: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
         default=DEFAULT_APPROVERS, description="Names allowed to approve or reject a refund, "
@@ -117,15 +117,6 @@ class ApprovalSettings(Section):
                          BeforeValidator(_thresholds)] = Field(
         default_factory=dict, description="Per currency, the refund amount above which two "
         "different approvers are needed, e.g. USD:1000,EUR:900.")
-    signing_key: SecretStr | None = Field(
-        default=None, description="HMAC key that signs approval tokens and proposals; every "
-        "worker must share it. Unset: a random key in the file signing.key under "
-        "BILLING_RECON_HOME, created once.")
-    approver_key: SecretStr | None = Field(
-        default=None, description="Key that seals approvers' one-time-code secrets in the "
-        "database; every worker and CLI must share it. Unset: the file approvers.key under "
-        "BILLING_RECON_HOME, created once.")
-
     @field_validator("four_eyes")
     @classmethod
     def _upper(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -135,6 +126,23 @@ class ApprovalSettings(Section):
     @classmethod
     def _stripped(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(name.strip() for name in value if name.strip())
+
+
+class KeySettings(Section):
+    """The keys that make approvals, never kept in a Prefect block.
+
+    They sign approval tokens and proposals and seal the approvers' secrets. Anyone with the
+    Prefect API credential can read a block's secrets, so these come only from each host's
+    environment or key files."""
+
+    signing_key: SecretStr | None = Field(
+        default=None, description="HMAC key that signs approval tokens and proposals; every "
+        "worker must share it. Unset: a random key in the file signing.key under "
+        "BILLING_RECON_HOME, created once.")
+    approver_key: SecretStr | None = Field(
+        default=None, description="Key that seals approvers' one-time-code secrets in the "
+        "database; every worker and CLI must share it. Unset: the file approvers.key under "
+        "BILLING_RECON_HOME, created once.")
 
 
 class OrchestrationSettings(Section):

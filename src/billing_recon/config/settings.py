@@ -31,6 +31,7 @@ from billing_recon.config.sections import (
     ApprovalSettings,
     DatabaseSettings,
     GatewaySettings,
+    KeySettings,
     OrchestrationSettings,
     SwitchSettings,
 )
@@ -95,6 +96,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     switches: SwitchSettings = Field(default_factory=SwitchSettings)
 
@@ -124,7 +126,7 @@ class Settings(BaseSettings):
 
     def signing_key(self) -> bytes:
         """The given key, else a random key in an owner-only file under ``home``."""
-        return _key(self.approval.signing_key, self.home / "signing.key")
+        return _key(self.keys.signing_key, self.home / "signing.key")
 
     def local_gateway_key(self) -> str:
         """The key the local gateway requires: the given one, else a random ``sk_local_`` key
@@ -145,7 +147,7 @@ class Settings(BaseSettings):
 
         Losing or changing it makes every enrolled secret unreadable: approvers re-enroll.
         """
-        return _key(self.approval.approver_key, self.home / "approvers.key")
+        return _key(self.keys.approver_key, self.home / "approvers.key")
 
 
 def _secrets_of(model: BaseModel, found: list[str]) -> None:

@@ -36,6 +36,7 @@ Flows can take whole sections from Prefect blocks instead (`BILLING_RECON_BLOCKS
 set `default` for a deployment's runs): each block holds the same section models as fields,
 e.g. the `Billing Recon Sandbox` block holds the `sandbox` section. A section given by a block
 replaces that section of the environment; the other sections still come from the environment.
+No block holds the `keys` section: the keys that make approvals stay on each host.
 """
 
 
