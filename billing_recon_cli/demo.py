@@ -23,6 +23,7 @@ from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.db import shown_url
 from billing_recon.store.models import Ticket
 from billing_recon.store.sample_data import generate
+from billing_recon_tasks import temporary_server
 
 DEMO_APPROVERS = ("alice", "bob")
 def _expected_text(expected: dict[str, Any]) -> str:
@@ -51,7 +52,7 @@ def _command() -> str:
 
 
 def _ui_hint() -> str:
-    api = PREFECT_API_URL.value() or ""
+    api = "" if temporary_server.owned() else PREFECT_API_URL.value() or ""
     if api:
         return f"or in the Prefect UI: {api.removesuffix('/api')}/runs (open the paused run)"
     return ("or in the Prefect UI: start `prefect server start`, export "

@@ -23,6 +23,7 @@ from billing_recon_flows.reconcile_inbox import reconcile_inbox
 from billing_recon_tasks.approval import ApprovalForm
 from billing_recon_tasks.client_settings import local_client_settings
 from billing_recon_tasks.runtime import deps, in_thread
+from billing_recon_tasks.temporary_server import ensure_api
 
 Update = Callable[[str, Ticket], None]
 Problem = Callable[[str, Ticket, dict[str, Any]], None]
@@ -100,6 +101,7 @@ def run_emails(paths: list[str], wait_s: float, on_update: Update,
     (they keep their last committed state; processing the email again resumes them) or that
     the global model breaker holds.
     """
+    ensure_api()  # no API configured: a temporary server that dies with us
     with local_client_settings():  # cheaper Prefect clients on a loopback http:// server
         return asyncio.run(_run(paths, wait_s, on_update, on_problem))
 
@@ -155,6 +157,7 @@ def resume_waiting(ticket: Ticket, form: dict[str, Any]) -> bool:
     if not ticket.flow_run_id or not (suspended or waiter_alive(ticket)):
         return False
     try:
+        ensure_api()
         with local_client_settings():
             resume_flow_run(UUID(ticket.flow_run_id),
                             run_input=ApprovalForm(**form).model_dump())
@@ -169,5 +172,6 @@ async def _continue(ticket_id: int) -> dict[str, Any]:
 
 def continue_ticket(ticket_id: int) -> dict[str, Any]:
     """Run a ticket's flow in this process from its committed state (refund after approval)."""
+    ensure_api()
     with local_client_settings():
         return asyncio.run(_continue(ticket_id))

@@ -116,7 +116,9 @@ def _environment(args: argparse.Namespace) -> None:
 def _blocks(args: argparse.Namespace) -> int:
     # Imported here: the blocks package is Prefect's side, the core stays importable without it.
     from billing_recon_blocks.registration import register
+    from billing_recon_tasks.temporary_server import ensure_api
 
+    ensure_api()
     return register(args.name, args.overwrite)
 
 

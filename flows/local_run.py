@@ -34,6 +34,7 @@ from prefect.settings import (
 from billing_recon.errors import BillingReconError, UserInputError
 from billing_recon.store import tickets
 from billing_recon_tasks.client_settings import local_client_settings
+from billing_recon_tasks.temporary_server import ensure_api
 
 # The flow a file runs is handed in by that file's __main__ block: this module imports no flow
 # (so no flow module and this one import each other).
@@ -123,6 +124,7 @@ def main(flow: AnyFlow, argv: Sequence[str] | None = None) -> int:
     args = _parser(flow_name).parse_args(argv)
     try:
         _check(flow_name, args)
+        ensure_api()  # no API configured: a temporary server that dies with this process
         with local_client_settings(), temporary_settings(updates=LOCAL_PREFECT):
             if flow_name == "reconcile-inbox" and args.serve:
                 _serve(flow, args)
