@@ -206,6 +206,24 @@ def test_a_block_saved_by_an_older_release_is_a_clear_error(block_set: str) -> N
         settings_from_blocks(block_set)
 
 
+def test_secret_an_approval_policy_saved_with_keys_is_refused_not_used(
+        block_set: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older release saved the signing key in the policy block: such a document is refused
+    (save it again without keys), and its key is never used."""
+    ApprovalPolicy.register_type_and_schema()
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug(ApprovalPolicy.get_block_type_slug())
+        schema = client.get_most_recent_block_schema_for_block_type(block_type.id)
+        assert schema is not None
+        client.create_block_document(BlockDocumentCreate(
+            name=block_set, data={"approval": {"approvers": ["carol"],
+                                               "signing_key": "k-in-a-block"}},
+            block_type_id=block_type.id, block_schema_id=schema.id))
+    monkeypatch.setenv("BILLING_RECON_SIGNING_KEY", "k-on-the-host")
+    with pytest.raises(UserInputError, match=r"signing_key.*--overwrite"):
+        settings_from_blocks(block_set)
+
+
 def test_settings_differing_only_in_a_secret_have_different_cache_keys() -> None:
     base = load()
     variants = [
