@@ -22,7 +22,7 @@ from tests.integration.e2b_loopback import FakeE2B
 @pytest.fixture
 def fake() -> Iterator[FakeE2B]:
     """A loopback E2B for one test."""
-    server = FakeE2B(wall_timeout_s=5).start()
+    server = FakeE2B().start()
     yield server
     server.stop()
 
