@@ -6,6 +6,7 @@ E2B's own: sandbox life cycle, what is sent to the API, and its failures.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 
@@ -129,3 +130,16 @@ def test_script_that_defeats_the_alarm_times_out_on_the_client(fake: FakeE2B) ->
     assert "finished" not in result.stdout
     assert 1.5 <= result.duration_s < 3.0
     assert fake.live_sandboxes() == []
+
+
+def test_e2b_script_error_reaches_the_result_as_a_plain_traceback(fake: FakeE2B) -> None:
+    code = "def share(total, people):\n    return total / people\n\nshare(10, 0)\n"
+
+    result = e2b(fake).run(code, {})
+
+    assert result.error is not None
+    lines = result.error.traceback.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert re.fullmatch(r'  File "\.billing-recon-[0-9a-f]{16}\.py", line 4, in <module>', lines[1])
+    assert lines[2:4] == ["    share(10, 0)", lines[1].replace("4, in <module>", "2, in share")]
+    assert lines[4:] == ["    return total / people", "ZeroDivisionError: division by zero"]

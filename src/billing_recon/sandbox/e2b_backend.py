@@ -3,7 +3,8 @@
 Per run: `Sandbox.create` (template, lifetime, no internet), the input files and the script
 uploaded with `files.write`, one `run_code` cell (our `_e2b_driver.py` calling the script), the
 status file and the out/ files read back with `files.read`, and `kill()` whatever happened.
-A code error comes back in `Execution.error` and becomes data; the SDK's TimeoutException
+A code error comes back in `Execution.error` and becomes data, its IPython traceback made
+plain (`ipython_traceback.plain_traceback`); the SDK's TimeoutException
 becomes a timed-out result. Only a missing key, or an API that cannot create or reach a
 sandbox, raises SandboxUnavailable. The E2B SDK is imported here only, so a missing SDK only
 breaks this backend.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import threading
 import time
@@ -28,6 +28,7 @@ from e2b_code_interpreter import Sandbox as E2BSdkSandbox
 
 from billing_recon.errors import SandboxUnavailable
 from billing_recon.sandbox.collect import Capture
+from billing_recon.sandbox.ipython_traceback import plain_traceback
 from billing_recon.sandbox.port import (
     OUTPUT_DIR,
     ExecutionError,
@@ -39,7 +40,6 @@ from billing_recon.sandbox.port import (
 ISOLATION = "e2b"
 _DRIVER = Path(__file__).with_name("_e2b_driver.py").read_text(encoding="utf-8")
 _FLOOD_FACTOR = 4  # output beyond this many caps means the in-sandbox cap was undone
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _log = logging.getLogger(__name__)
 
 
@@ -79,11 +79,12 @@ def _driver_cell(script: str, status: str, limits: SandboxLimits) -> str:
     return f"{_DRIVER}\n_billing_recon_run(*{json.dumps(call)})\n"
 
 
-def _error(execution: Execution) -> ExecutionError | None:
+def _error(execution: Execution, script: str) -> ExecutionError | None:
     if execution.error is None:
         return None
-    return ExecutionError(name=execution.error.name, value=execution.error.value,
-                          traceback=_ANSI.sub("", execution.error.traceback or ""))
+    name, value = execution.error.name, execution.error.value
+    return ExecutionError(name=name, value=value, traceback=plain_traceback(
+        execution.error.traceback or "", script=script, name=name, value=value))
 
 
 class E2BSandbox:
@@ -168,7 +169,8 @@ class E2BSandbox:
                                            output, limits.wall_timeout_s + self.client_grace_s)
         duration = time.monotonic() - start
         status = self._status(sandbox, status_path) if problem is None else {}
-        return self._result(sandbox, execution, output, status, problem, limits, duration)
+        return self._result(sandbox, script, execution, output, status, problem, limits,
+                            duration)
 
     def _watched(self, sandbox: E2BSdkSandbox, cell: str, output: _Output, deadline_s: float
                  ) -> tuple[Execution, str | None]:
@@ -204,10 +206,10 @@ class E2BSandbox:
             return {}
         return status
 
-    def _result(self, sandbox: E2BSdkSandbox, execution: Execution, output: _Output,
-                status: dict[str, Any], problem: str | None, limits: SandboxLimits,
-                duration: float) -> SandboxResult:
-        error = _error(execution)
+    def _result(self, sandbox: E2BSdkSandbox, script: str, execution: Execution,
+                output: _Output, status: dict[str, Any], problem: str | None,
+                limits: SandboxLimits, duration: float) -> SandboxResult:
+        error = _error(execution, script)
         timed_out = problem == "timeout" or bool(status.get("timed_out"))
         if problem is not None and problem.startswith("lost"):
             error = ExecutionError(name="SandboxLost", value=problem[6:], traceback="")
