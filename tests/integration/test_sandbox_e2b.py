@@ -17,7 +17,7 @@ from billing_recon.errors import SandboxUnavailable
 from billing_recon.sandbox.e2b_backend import E2BSandbox
 from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.sandbox.port import SandboxLimits
-from tests.integration.e2b_loopback import FakeE2B
+from tests.integration.e2b_loopback import FakeE2B, Fault
 
 
 @pytest.fixture
@@ -143,3 +143,24 @@ def test_e2b_script_error_reaches_the_result_as_a_plain_traceback(fake: FakeE2B)
     assert re.fullmatch(r'  File "\.billing-recon-[0-9a-f]{16}\.py", line 4, in <module>', lines[1])
     assert lines[2:4] == ["    share(10, 0)", lines[1].replace("4, in <module>", "2, in share")]
     assert lines[4:] == ["    return total / people", "ZeroDivisionError: division by zero"]
+
+
+@pytest.mark.parametrize("fault", ["kernel_dies", "websocket_lost", "aborted", "dropped",
+                                   "http_404", "http_500", "http_502"])
+def test_e2b_server_made_failure_is_sandbox_unavailable_not_the_scripts(
+        fake: FakeE2B, fault: Fault) -> None:
+    fake.fault = fault
+
+    with pytest.raises(SandboxUnavailable, match="E2B"):
+        e2b(fake).run("print('fine')", {})
+    assert fake.live_sandboxes() == []
+
+
+def test_e2b_script_exception_named_like_a_server_error_stays_the_scripts(fake: FakeE2B) -> None:
+    code = "class ContextRestarting(Exception):\n    pass\n\nraise ContextRestarting('mine')\n"
+
+    result = e2b(fake).run(code, {})
+
+    assert result.error is not None
+    assert (result.error.name, result.error.value) == ("ContextRestarting", "mine")
+    assert "raise ContextRestarting('mine')" in result.error.traceback
