@@ -164,3 +164,14 @@ def test_e2b_script_exception_named_like_a_server_error_stays_the_scripts(fake: 
     assert result.error is not None
     assert (result.error.name, result.error.value) == ("ContextRestarting", "mine")
     assert "raise ContextRestarting('mine')" in result.error.traceback
+
+
+@pytest.mark.parametrize("code", ["for i in range(1000):\n    display(i)\n",
+                                  "display('x' * 8_000_000)\n"], ids=["many", "large"])
+def test_e2b_display_results_beyond_the_caps_stop_the_run(fake: FakeE2B, code: str) -> None:
+    # display() output is result events: the in-sandbox cap of stdout never sees it.
+    result = e2b(fake).run(code + "print('finished')\n", {})
+
+    assert result.error is not None and result.error.name == "OutputFlood"
+    assert "finished" not in result.stdout
+    assert fake.live_sandboxes() == []

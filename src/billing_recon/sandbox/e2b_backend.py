@@ -25,16 +25,15 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from e2b import ConnectionConfig, TimeoutException
-from e2b_code_interpreter import Execution, OutputMessage
+from e2b_code_interpreter import Execution
 from e2b_code_interpreter import Sandbox as E2BSdkSandbox
 
 from billing_recon.errors import SandboxUnavailable
-from billing_recon.sandbox.collect import Capture
+from billing_recon.sandbox.e2b_output import OutputFlood, StreamOutput
 from billing_recon.sandbox.ipython_traceback import plain_traceback
 from billing_recon.sandbox.port import (
     OUTPUT_DIR,
@@ -46,42 +45,11 @@ from billing_recon.sandbox.port import (
 
 ISOLATION = "e2b"
 _DRIVER = Path(__file__).with_name("_e2b_driver.py").read_text(encoding="utf-8")
-_FLOOD_FACTOR = 4  # output beyond this many caps means the in-sandbox cap was undone
 _EARLY = 0.1  # an SDK timeout this long before the deadline is not ours
 # Errors E2B's server makes itself (template/server/messaging.py), with an empty traceback.
 SERVER_ERRORS = frozenset({"ContextRestarting", "UnexpectedEndOfExecution", "WebSocketError",
                            "ExecutionAborted"})
 _log = logging.getLogger(__name__)
-
-
-class _OutputFlood(Exception):
-    """The sandbox sent far more output than the cap: stop reading (and the run)."""
-
-
-@dataclass
-class _Output:
-    """stdout/stderr as the SDK streams them, capped; a flood aborts the stream."""
-
-    cap: int
-    out: Capture = field(init=False)
-    err: Capture = field(init=False)
-    received: int = 0
-
-    def __post_init__(self) -> None:
-        self.out, self.err = Capture(self.cap), Capture(self.cap)
-
-    def on_stdout(self, message: OutputMessage) -> None:
-        self._feed(self.out, message.line)
-
-    def on_stderr(self, message: OutputMessage) -> None:
-        self._feed(self.err, message.line)
-
-    def _feed(self, capture: Capture, text: str) -> None:
-        data = text.encode("utf-8", "surrogateescape")
-        self.received += len(data)
-        capture.feed(data)
-        if self.received > _FLOOD_FACTOR * self.cap + 64 * 1024:
-            raise _OutputFlood
 
 
 def _driver_cell(script: str, status: str, limits: SandboxLimits) -> str:
@@ -182,7 +150,7 @@ class E2BSandbox:
     def _execute(self, sandbox: E2BSdkSandbox, script: str, limits: SandboxLimits
                  ) -> SandboxResult:
         status_path = f"{OUTPUT_DIR}/{script.removesuffix('.py')}.json"
-        output = _Output(limits.max_output_bytes)
+        output = StreamOutput(limits.max_output_bytes)
         start = time.monotonic()
         execution, problem = self._watched(sandbox, _driver_cell(script, status_path, limits),
                                            output, limits.wall_timeout_s + self.client_grace_s)
@@ -193,7 +161,7 @@ class E2BSandbox:
         return self._result(sandbox, script, execution, output, status, problem, limits,
                             duration)
 
-    def _watched(self, sandbox: E2BSdkSandbox, cell: str, output: _Output, deadline_s: float
+    def _watched(self, sandbox: E2BSdkSandbox, cell: str, output: StreamOutput, deadline_s: float
                  ) -> tuple[Execution, str | None]:
         """run_code under a watchdog, in case the SDK's own deadline does not fire."""
         outcome: list[tuple[Execution, str | None] | BaseException] = []
@@ -214,13 +182,14 @@ class E2BSandbox:
             raise outcome[0]
         return outcome[0]
 
-    def _run_code(self, sandbox: E2BSdkSandbox, cell: str, output: _Output, timeout: float
+    def _run_code(self, sandbox: E2BSdkSandbox, cell: str, output: StreamOutput, timeout: float
                   ) -> tuple[Execution, str | None]:
         start = time.monotonic()
         try:
             return sandbox.run_code(cell, on_stdout=output.on_stdout, on_stderr=output.on_stderr,
-                                    timeout=timeout, request_timeout=self.request_timeout_s), None
-        except _OutputFlood:
+                                    on_result=output.on_result, timeout=timeout,
+                                    request_timeout=self.request_timeout_s), None
+        except OutputFlood:
             return Execution(), "flood"
         except TimeoutException as exc:
             if time.monotonic() - start >= timeout - _EARLY:
@@ -240,7 +209,7 @@ class E2BSandbox:
         return status
 
     def _result(self, sandbox: E2BSdkSandbox, script: str, execution: Execution,
-                output: _Output, status: dict[str, Any], problem: str | None,
+                output: StreamOutput, status: dict[str, Any], problem: str | None,
                 limits: SandboxLimits, duration: float) -> SandboxResult:
         error = _error(execution, script)
         timed_out = problem == "timeout" or bool(status.get("timed_out"))
