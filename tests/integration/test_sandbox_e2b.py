@@ -7,6 +7,7 @@ E2B's own: sandbox life cycle, what is sent to the API, and its failures.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -175,3 +176,26 @@ def test_e2b_display_results_beyond_the_caps_stop_the_run(fake: FakeE2B, code: s
     assert result.error is not None and result.error.name == "OutputFlood"
     assert "finished" not in result.stdout
     assert fake.live_sandboxes() == []
+
+
+def test_e2b_cpu_time_limit_stops_a_busy_script_and_spares_the_kernel(
+        fake: FakeE2B, monkeypatch: pytest.MonkeyPatch) -> None:
+    # E2B sets no CPU-time limit: the driver does, on the kernel. Debug mode keeps one kernel
+    # across runs, so the second run shows the limit was lifted again and the kernel lives.
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    box = E2BSandbox(debug=True, sandbox_url=fake.url)
+    limits = SandboxLimits(cpu_seconds=1, wall_timeout_s=20)  # CPU time is the limit hit
+
+    busy = box.run("while True:\n    pass\n", {}, limits=limits)
+    after = box.run("import time\nstart = time.process_time()\nwhile time.process_time() - start"
+                    " < 2.5:\n    pass\nprint('alive')\n", {}, limits=SandboxLimits())
+
+    assert (busy.exit_code, busy.timed_out) == (-signal.SIGXCPU, False)
+    assert busy.error is not None and busy.error.name == "SIGXCPU"
+    assert after.ok and after.stdout == "alive\n"
+
+
+def test_e2b_negative_exit_code_is_an_exit_status_not_a_signal(fake: FakeE2B) -> None:
+    result = e2b(fake).run("import sys\nsys.exit(-24)\n", {})
+
+    assert (result.exit_code, result.error) == (232, None)  # as a process exits: -24 & 0xFF

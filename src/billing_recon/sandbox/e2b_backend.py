@@ -15,6 +15,14 @@ Whose fault a failure is decides what happens next, so it is sorted here:
   `WebSocketError`, `ExecutionAborted`; always with an empty traceback, which a script's own
   exception of the same name never has), an HTTP error status (404 unknown context, 5xx, the
   proxy's 502), a connection dropped mid-stream, or an SDK timeout before the run's deadline.
+
+Limits: E2B itself enforces only the sandbox's lifetime (wall clock) and the VM's memory and
+vCPUs; it sets no CPU-time, process-count or open-file limit. What can be enforced is:
+the wall clock (the driver's alarm, then this client's deadline: the SDK's `timeout` and a
+watchdog), address space, file size and CPU time (set by the driver on the kernel, best effort:
+the kernel runs as root), stdout/stderr (capped in the sandbox, and a stream far beyond the cap
+stops the run), `result` events (display output, counted and capped here, never kept), and the
+out/ files read back (`max_files_bytes`). `max_processes` and `open_files` are not enforced.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from e2b_code_interpreter import Execution
 from e2b_code_interpreter import Sandbox as E2BSdkSandbox
 
 from billing_recon.errors import SandboxUnavailable
+from billing_recon.sandbox.collect import signal_error
 from billing_recon.sandbox.e2b_output import OutputFlood, StreamOutput
 from billing_recon.sandbox.ipython_traceback import plain_traceback
 from billing_recon.sandbox.port import (
@@ -54,7 +63,7 @@ _log = logging.getLogger(__name__)
 
 def _driver_cell(script: str, status: str, limits: SandboxLimits) -> str:
     call = (script, status, limits.max_output_bytes, limits.wall_timeout_s,
-            limits.memory_bytes, limits.file_size_bytes)
+            limits.memory_bytes, limits.file_size_bytes, limits.cpu_seconds)
     return f"{_DRIVER}\n_billing_recon_run(*{json.dumps(call)})\n"
 
 
@@ -217,6 +226,8 @@ class E2BSandbox:
             error = ExecutionError(name="OutputFlood", value="output far beyond the cap; "
                                    "the run was stopped", traceback="")
         exit_code = None if timed_out else (1 if error else int(status.get("exit_code", 1)))
+        if error is None and exit_code is not None:
+            error = signal_error(exit_code)  # a limit the driver set (SIGXCPU)
         files, files_truncated = self._files(sandbox, status.get("files", []), limits)
         return SandboxResult(
             stdout=output.out.text(), stderr=output.err.text(), error=error,
