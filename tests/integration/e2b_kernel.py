@@ -2,7 +2,8 @@
 
 What E2B's server (template/server, messaging.py) makes of a kernel's messages, as it streams
 them: `number_of_executions` when the cell is accepted (the count grows per kernel), stdout and
-stderr chunks as they come (a chunk holds whatever was written meanwhile, often several lines),
+stderr chunks while the cell runs (a chunk holds what was written within 0.2 s, as ipykernel
+batches its output: often several lines),
 `result` and `error` events, `{"type": "keepalive"}` after `keepalive_s` of silence (5 s on the
 real server), and for a kernel that dies under a cell an error named `ContextRestarting` with
 an empty traceback, after which the kernel is restarted and its count starts again. Timestamps
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 CHILD = Path(__file__).with_name("e2b_kernel_child.py")
+FLUSH_S = 0.2
 RESTARTING = {"type": "error", "name": "ContextRestarting", "value": "Context was restarted",
               "traceback": ""}
 
@@ -99,37 +101,35 @@ class Kernel:
 
     def _events(self) -> Iterator[dict[str, Any]]:
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        streams = {self.proc.stdout.fileno(): _Stream("stdout"),
-                   self.proc.stderr.fileno(): _Stream("stderr")}
         with selectors.DefaultSelector() as selector:
-            for fd in [*streams, self.control]:
-                os.set_blocking(fd, False)
-                selector.register(fd, selectors.EVENT_READ)
+            output = _Output({self.proc.stdout.fileno(): "stdout",
+                              self.proc.stderr.fileno(): "stderr"}, selector)
+            os.set_blocking(self.control, False)
+            selector.register(self.control, selectors.EVENT_READ)
             pending, quiet_since = b"", time.monotonic()
             while True:
-                ready = selector.select(max(0.0, quiet_since + self.keepalive_s - time.monotonic()))
-                if not ready:
-                    yield {"type": "keepalive"}
-                    quiet_since = time.monotonic()
-                    continue
-                for key, _ in ready:
-                    if key.fd in streams:
-                        yield from streams[key.fd].read(key.fd, selector)
-                        continue
+                wake = output.flush_at or quiet_since + self.keepalive_s
+                ready = selector.select(max(0.0, wake - time.monotonic()))
+                if any(key.fd == self.control for key, _ in ready):
                     data = _read(self.control)
                     if data == b"":  # the kernel died under the cell
-                        yield from _drain(streams, selector)
+                        yield from output.flush(drain=True)
                         yield from self._died()
                         return
                     pending += data or b""
                     *lines, pending = pending.split(b"\n")
-                    for line in lines:
+                    for line in lines:  # written after what the cell printed before it
+                        yield from output.flush(drain=True)
                         event = json.loads(line)
-                        if event["type"] == "done":  # written after the cell's output
-                            yield from _drain(streams, selector)
+                        if event["type"] == "done":
                             return
                         yield _shaped(event)
-                quiet_since = time.monotonic()
+                for key, _ in ready:
+                    if key.fd != self.control:
+                        output.read(key.fd)
+                if output.due() or (not ready and output.flush_at is None):
+                    yield from (output.flush() if output.due() else [{"type": "keepalive"}])
+                    quiet_since = time.monotonic()
 
     def _died(self) -> Iterator[dict[str, Any]]:
         self.proc.wait()
@@ -167,31 +167,42 @@ def _shaped(event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-class _Stream:
-    """stdout or stderr of the kernel: chunks as they arrive, decoded across reads."""
+class _Output:
+    """The kernel's stdout and stderr. What is written within FLUSH_S of a first write goes out
+    as one chunk per stream, as ipykernel's OutStream sends it (its flush_interval)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    def __init__(self, names: dict[int, str], selector: selectors.BaseSelector) -> None:
+        self.names, self.selector = names, selector
+        self.decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in names}
+        self.text = dict.fromkeys(names, "")
+        self.flush_at: float | None = None
+        for fd in names:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
 
-    def read(self, fd: int, selector: selectors.BaseSelector) -> Iterator[dict[str, Any]]:
+    def read(self, fd: int) -> bool:
+        """Take what `fd` holds now; False when it held nothing."""
         data = _read(fd)
         if data is None:
-            return
+            return False
         if not data:
-            selector.unregister(fd)
-        text = self.decoder.decode(data, final=not data)
-        if text:
-            yield {"type": self.name, "text": text, "timestamp": _now()}
+            self.selector.unregister(fd)
+        self.text[fd] += self.decoders[fd].decode(data, final=not data)
+        if self.flush_at is None and self.text[fd]:
+            self.flush_at = time.monotonic() + FLUSH_S
+        return bool(data)
 
+    def due(self) -> bool:
+        """Whether the oldest unsent write has waited FLUSH_S."""
+        return self.flush_at is not None and time.monotonic() >= self.flush_at
 
-def _drain(streams: dict[int, _Stream], selector: selectors.BaseSelector
-           ) -> Iterator[dict[str, Any]]:
-    """Everything the streams hold now (the cell wrote it before it ended)."""
-    for fd, stream in streams.items():
-        while fd in selector.get_map() and (data := _read(fd)) is not None:
-            text = stream.decoder.decode(data, final=not data)
-            if text:
-                yield {"type": stream.name, "text": text, "timestamp": _now()}
-            if not data:
-                selector.unregister(fd)
+    def flush(self, drain: bool = False) -> Iterator[dict[str, Any]]:
+        """The chunks to send now; `drain` first takes everything the pipes hold."""
+        for fd in self.names if drain else ():
+            while fd in self.selector.get_map() and self.read(fd):
+                pass
+        for fd, name in self.names.items():
+            if self.text[fd]:
+                yield {"type": name, "text": self.text[fd], "timestamp": _now()}
+                self.text[fd] = ""
+        self.flush_at = None

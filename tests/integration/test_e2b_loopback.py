@@ -52,10 +52,10 @@ def test_e2b_stream_is_live_json_lines_from_execution_count_to_end_marker(fake: 
     events = [event for _, event in lines if event["type"] != "keepalive"]
     assert events[0] == {"type": "number_of_executions", "execution_count": 1}
     assert events[-1] == {"type": "end_of_execution"}
-    first = next(at for at, e in lines if e.get("text") == "first\n")
-    assert first < 0.8, "stdout must arrive while the cell still runs"
+    first = next((at, e["text"]) for at, e in lines if e["type"] == "stdout")
+    assert first[0] < 0.8 and first[1] == "first\n", "stdout must arrive while the cell runs"
     stdout = [e for e in events if e["type"] == "stdout"]
-    assert [e["text"] for e in stdout] == ["first\n", "last\n"]
+    assert "".join(e["text"] for e in stdout) == "first\nlast\n"
     assert all(datetime.fromisoformat(e["timestamp"]).tzinfo is not None for e in stdout)
 
 
@@ -68,7 +68,9 @@ def test_e2b_stream_sends_keepalive_after_silence(fake: FakeE2B) -> None:
 
 
 def test_e2b_stdout_chunk_holds_several_lines(fake: FakeE2B) -> None:
-    lines = _lines(_post_execute(fake, "print('a\\nb\\nc')"))
+    code = "import time\nfor line in 'abc':\n    print(line)\n    time.sleep(0.02)\n"
+
+    lines = _lines(_post_execute(fake, code))
 
     assert [e["text"] for _, e in lines if e["type"] == "stdout"] == ["a\nb\nc\n"]
 
