@@ -17,6 +17,7 @@ from billing_recon.errors import (
     InvalidApprovalToken,
     ModelUnavailable,
     RefundRefused,
+    SandboxUnavailable,
 )
 from billing_recon.steps.machine import MAX_STEPS, Step, next_step
 from billing_recon.store import tickets
@@ -40,7 +41,7 @@ from billing_recon_tasks.runtime import deps, in_thread
 async def _reconcile(ticket_id: int) -> None:
     try:
         summary = await reconcile(ticket_id)
-    except (BudgetExceeded, GlobalBreakerOpen, ModelUnavailable):
+    except (BudgetExceeded, GlobalBreakerOpen, ModelUnavailable, SandboxUnavailable):
         raise  # the budget and the breaker are the step loop's; an outage fails the run
     except Exception as exc:
         # The 4th failed attempt trips the circuit breaker: no further model call.

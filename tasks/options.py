@@ -13,6 +13,7 @@ from billing_recon.errors import (
     BudgetExceeded,
     GlobalBreakerOpen,
     ModelUnavailable,
+    SandboxUnavailable,
 )
 
 
@@ -34,8 +35,10 @@ ACTOR = "flow:process-ticket"
 STEP: TaskConfig = {"cache_policy": NO_CACHE, "persist_result": False}
 
 # Failures another attempt cannot fix: retrying would be refused, wasted, or a new spend the
-# orchestrator must decide on (the SDK has already retried an unreachable model).
-NO_RETRY = (AnalysisExhausted, BudgetExceeded, GlobalBreakerOpen, ModelUnavailable)
+# orchestrator must decide on (the SDK has already retried an unreachable model). A sandbox
+# that cannot run the script is not the script's fault: no repair attempt is spent on it.
+NO_RETRY = (AnalysisExhausted, BudgetExceeded, GlobalBreakerOpen, ModelUnavailable,
+            SandboxUnavailable)
 
 
 def retry_failed_attempt(_task: Any, _run: TaskRun, state: State[Any]) -> bool:

@@ -10,7 +10,7 @@ BillingReconError
 │   └── ProposalTampered     the stored proposal's MAC does not verify
 ├── InvalidApprovalToken    the refund worker's guard
 │   └── RefundRefused        the money would be refunded beyond what is owed (another ticket's)
-├── SandboxUnavailable      the sandbox backend cannot run anything at all
+├── SandboxUnavailable      the sandbox failed to run the code (infrastructure, not the script)
 ├── AnalysisFailed          one reconciliation attempt failed (retried by the flow)
 │   └── AnalysisExhausted    every allowed attempt was used; no further model call
 ├── ModelError              the language model gave no usable answer
@@ -86,7 +86,8 @@ class RefundRefused(InvalidApprovalToken):
 
 
 class SandboxUnavailable(BillingReconError):
-    """The sandbox backend cannot run code at all (infrastructure, not the script)."""
+    """The sandbox could not run the code (infrastructure, not the script): no repair attempt
+    is spent on it."""
 
 
 class AnalysisFailed(BillingReconError):

@@ -6,6 +6,8 @@ E2B's own: sandbox life cycle, what is sent to the API, and its failures.
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -16,13 +18,13 @@ from billing_recon.errors import SandboxUnavailable
 from billing_recon.sandbox.e2b_backend import E2BSandbox
 from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.sandbox.port import SandboxLimits
-from tests.integration.e2b_loopback import FakeE2B
+from tests.integration.e2b_loopback import FakeE2B, Fault
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeE2B]:
     """A loopback E2B for one test."""
-    server = FakeE2B(wall_timeout_s=5).start()
+    server = FakeE2B().start()
     yield server
     server.stop()
 
@@ -129,3 +131,71 @@ def test_script_that_defeats_the_alarm_times_out_on_the_client(fake: FakeE2B) ->
     assert "finished" not in result.stdout
     assert 1.5 <= result.duration_s < 3.0
     assert fake.live_sandboxes() == []
+
+
+def test_e2b_script_error_reaches_the_result_as_a_plain_traceback(fake: FakeE2B) -> None:
+    code = "def share(total, people):\n    return total / people\n\nshare(10, 0)\n"
+
+    result = e2b(fake).run(code, {})
+
+    assert result.error is not None
+    lines = result.error.traceback.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert re.fullmatch(r'  File "\.billing-recon-[0-9a-f]{16}\.py", line 4, in <module>', lines[1])
+    assert lines[2:4] == ["    share(10, 0)", lines[1].replace("4, in <module>", "2, in share")]
+    assert lines[4:] == ["    return total / people", "ZeroDivisionError: division by zero"]
+
+
+@pytest.mark.parametrize("fault", ["kernel_dies", "websocket_lost", "aborted", "dropped",
+                                   "http_404", "http_500", "http_502"])
+def test_e2b_server_made_failure_is_sandbox_unavailable_not_the_scripts(
+        fake: FakeE2B, fault: Fault) -> None:
+    fake.fault = fault
+
+    with pytest.raises(SandboxUnavailable, match="E2B"):
+        e2b(fake).run("print('fine')", {})
+    assert fake.live_sandboxes() == []
+
+
+def test_e2b_script_exception_named_like_a_server_error_stays_the_scripts(fake: FakeE2B) -> None:
+    code = "class ContextRestarting(Exception):\n    pass\n\nraise ContextRestarting('mine')\n"
+
+    result = e2b(fake).run(code, {})
+
+    assert result.error is not None
+    assert (result.error.name, result.error.value) == ("ContextRestarting", "mine")
+    assert "raise ContextRestarting('mine')" in result.error.traceback
+
+
+@pytest.mark.parametrize("code", ["for i in range(1000):\n    display(i)\n",
+                                  "display('x' * 8_000_000)\n"], ids=["many", "large"])
+def test_e2b_display_results_beyond_the_caps_stop_the_run(fake: FakeE2B, code: str) -> None:
+    # display() output is result events: the in-sandbox cap of stdout never sees it.
+    result = e2b(fake).run(code + "print('finished')\n", {})
+
+    assert result.error is not None and result.error.name == "OutputFlood"
+    assert "finished" not in result.stdout
+    assert fake.live_sandboxes() == []
+
+
+def test_e2b_cpu_time_limit_stops_a_busy_script_and_spares_the_kernel(
+        fake: FakeE2B, monkeypatch: pytest.MonkeyPatch) -> None:
+    # E2B sets no CPU-time limit: the driver does, on the kernel. Debug mode keeps one kernel
+    # across runs, so the second run shows the limit was lifted again and the kernel lives.
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    box = E2BSandbox(debug=True, sandbox_url=fake.url)
+    limits = SandboxLimits(cpu_seconds=1, wall_timeout_s=20)  # CPU time is the limit hit
+
+    busy = box.run("while True:\n    pass\n", {}, limits=limits)
+    after = box.run("import time\nstart = time.process_time()\nwhile time.process_time() - start"
+                    " < 2.5:\n    pass\nprint('alive')\n", {}, limits=SandboxLimits())
+
+    assert (busy.exit_code, busy.timed_out) == (-signal.SIGXCPU, False)
+    assert busy.error is not None and busy.error.name == "SIGXCPU"
+    assert after.ok and after.stdout == "alive\n"
+
+
+def test_e2b_negative_exit_code_is_an_exit_status_not_a_signal(fake: FakeE2B) -> None:
+    result = e2b(fake).run("import sys\nsys.exit(-24)\n", {})
+
+    assert (result.exit_code, result.error) == (232, None)  # as a process exits: -24 & 0xFF

@@ -8,6 +8,13 @@ stderr are capped inside the sandbox, so a flood never crosses the network; a wa
 stops a runaway script before the client's own deadline; any other exception propagates and
 comes back as `Execution.error`. A status file in out/ tells the host what happened and which
 files the script left in out/.
+
+E2B bounds only the VM (memory, vCPUs, lifetime); the limits of the run are the ones set here
+on the kernel process: address space (when the kernel leaves room for it), file size, and CPU
+time (a SIGXCPU at the soft limit stops the script; the hard limit is left alone, so the
+kernel itself is never killed by it). The kernel runs as root, so a process-count limit would
+not hold and none is set; a script that wants to can raise any of these again: E2B's VM is the
+isolation, these limits only stop the runaway script.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ _HEADROOM = 256 * 1024 * 1024
 
 class _Deadline(BaseException):
     """Raised by the wall-clock alarm; BaseException so `except Exception` cannot eat it."""
+
+
+class _CpuLimit(BaseException):
+    """Raised at the CPU-time soft limit (SIGXCPU)."""
 
 
 class _Capped(io.TextIOBase):
@@ -55,7 +66,7 @@ def _exit_code(code: object) -> int:
     if code is None:
         return 0
     if isinstance(code, int):
-        return code
+        return code & 0xFF  # as a process's status: never negative, so never read as a signal
     print(code, file=sys.stderr)
     return 1
 
@@ -86,8 +97,29 @@ def _alarm(_signum: int, _frame: object) -> None:
     raise _Deadline
 
 
+def _xcpu(_signum: int, _frame: object) -> None:
+    raise _CpuLimit
+
+
+def _limit_cpu_back(limits: tuple[int, int]) -> None:
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CPU, limits)
+
+
+def _cpu_limit(seconds: int) -> tuple[int, int]:
+    """Let the kernel use `seconds` more CPU time; return the limits to restore."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    wanted = int(usage.ru_utime + usage.ru_stime) + 1 + seconds
+    infinite = resource.RLIM_INFINITY
+    if (soft == infinite or wanted < soft) and (hard == infinite or wanted <= hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_CPU, (wanted, hard))
+    return soft, hard
+
+
 def _execute(script: str, status: dict[str, Any]) -> None:
-    """Run the script as __main__; record its exit code, or that the deadline stopped it."""
+    """Run the script as __main__; record its exit code, or the limit that stopped it."""
     try:
         with open(script, encoding="utf-8") as fh:
             source = fh.read()
@@ -98,10 +130,13 @@ def _execute(script: str, status: dict[str, Any]) -> None:
         status["exit_code"] = _exit_code(exc.code)
     except _Deadline:
         status.update(exit_code=None, timed_out=True)
+    except _CpuLimit:
+        status["exit_code"] = -signal.SIGXCPU
 
 
 def _billing_recon_run(
-    script: str, status_path: str, cap: int, wall: float, memory: int, file_size: int
+    script: str, status_path: str, cap: int, wall: float, memory: int, file_size: int,
+    cpu: int,
 ) -> None:
     """Run `script` under the caps; write the status file even when the script raises."""
     status: dict[str, Any] = {"exit_code": 1, "timed_out": False}
@@ -112,13 +147,17 @@ def _billing_recon_run(
     saved = sys.stdout, sys.stderr
     capped = _Capped(saved[0], cap), _Capped(saved[1], cap)
     sys.stdout, sys.stderr = capped
-    previous = signal.signal(signal.SIGALRM, _alarm)
+    previous = signal.signal(signal.SIGALRM, _alarm), signal.signal(signal.SIGXCPU, _xcpu)
+    cpu_before = _cpu_limit(cpu)
     signal.setitimer(signal.ITIMER_REAL, wall)
     try:
         _execute(script, status)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGXCPU, signal.SIG_IGN)  # SIGXCPU recurs each second past the limit
+        _limit_cpu_back(cpu_before)
+        signal.signal(signal.SIGALRM, previous[0])
+        signal.signal(signal.SIGXCPU, previous[1])
         for stream in capped:
             stream.flush()
         sys.stdout, sys.stderr = saved

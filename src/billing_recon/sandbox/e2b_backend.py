@@ -3,31 +3,47 @@
 Per run: `Sandbox.create` (template, lifetime, no internet), the input files and the script
 uploaded with `files.write`, one `run_code` cell (our `_e2b_driver.py` calling the script), the
 status file and the out/ files read back with `files.read`, and `kill()` whatever happened.
-A code error comes back in `Execution.error` and becomes data; the SDK's TimeoutException
-becomes a timed-out result. Only a missing key, or an API that cannot create or reach a
-sandbox, raises SandboxUnavailable. The E2B SDK is imported here only, so a missing SDK only
-breaks this backend.
+The E2B SDK is imported here only, so a missing SDK only breaks this backend.
+
+Whose fault a failure is decides what happens next, so it is sorted here:
+- The script's (data in the result, a repair attempt): its own exception (`Execution.error`,
+  its IPython traceback made plain by `ipython_traceback.plain_traceback`), a non-zero exit, a
+  limit it ran into, output beyond the caps, running past the deadline.
+- The infrastructure's (SandboxUnavailable, never a repair attempt): a missing key; an API that
+  cannot create or reach a sandbox; and everything E2B's code-interpreter server makes itself:
+  an error it names (`ContextRestarting` for a kernel that died, `UnexpectedEndOfExecution`,
+  `WebSocketError`, `ExecutionAborted`; always with an empty traceback, which a script's own
+  exception of the same name never has), an HTTP error status (404 unknown context, 5xx, the
+  proxy's 502), a connection dropped mid-stream, or an SDK timeout before the run's deadline.
+
+Limits: E2B itself enforces only the sandbox's lifetime (wall clock) and the VM's memory and
+vCPUs; it sets no CPU-time, process-count or open-file limit. What can be enforced is:
+the wall clock (the driver's alarm, then this client's deadline: the SDK's `timeout` and a
+watchdog), address space, file size and CPU time (set by the driver on the kernel, best effort:
+the kernel runs as root), stdout/stderr (capped in the sandbox, and a stream far beyond the cap
+stops the run), `result` events (display output, counted and capped here, never kept), and the
+out/ files read back (`max_files_bytes`). `max_processes` and `open_files` are not enforced.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from e2b import ConnectionConfig, TimeoutException
-from e2b_code_interpreter import Execution, OutputMessage
+from e2b_code_interpreter import Execution
 from e2b_code_interpreter import Sandbox as E2BSdkSandbox
 
 from billing_recon.errors import SandboxUnavailable
-from billing_recon.sandbox.collect import Capture
+from billing_recon.sandbox.collect import signal_error
+from billing_recon.sandbox.e2b_output import OutputFlood, StreamOutput
+from billing_recon.sandbox.ipython_traceback import plain_traceback
 from billing_recon.sandbox.port import (
     OUTPUT_DIR,
     ExecutionError,
@@ -38,52 +54,33 @@ from billing_recon.sandbox.port import (
 
 ISOLATION = "e2b"
 _DRIVER = Path(__file__).with_name("_e2b_driver.py").read_text(encoding="utf-8")
-_FLOOD_FACTOR = 4  # output beyond this many caps means the in-sandbox cap was undone
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_EARLY = 0.1  # an SDK timeout this long before the deadline is not ours
+# Errors E2B's server makes itself (template/server/messaging.py), with an empty traceback.
+SERVER_ERRORS = frozenset({"ContextRestarting", "UnexpectedEndOfExecution", "WebSocketError",
+                           "ExecutionAborted"})
 _log = logging.getLogger(__name__)
-
-
-class _OutputFlood(Exception):
-    """The sandbox sent far more output than the cap: stop reading (and the run)."""
-
-
-@dataclass
-class _Output:
-    """stdout/stderr as the SDK streams them, capped; a flood aborts the stream."""
-
-    cap: int
-    out: Capture = field(init=False)
-    err: Capture = field(init=False)
-    received: int = 0
-
-    def __post_init__(self) -> None:
-        self.out, self.err = Capture(self.cap), Capture(self.cap)
-
-    def on_stdout(self, message: OutputMessage) -> None:
-        self._feed(self.out, message.line)
-
-    def on_stderr(self, message: OutputMessage) -> None:
-        self._feed(self.err, message.line)
-
-    def _feed(self, capture: Capture, text: str) -> None:
-        data = text.encode("utf-8", "surrogateescape")
-        self.received += len(data)
-        capture.feed(data)
-        if self.received > _FLOOD_FACTOR * self.cap + 64 * 1024:
-            raise _OutputFlood
 
 
 def _driver_cell(script: str, status: str, limits: SandboxLimits) -> str:
     call = (script, status, limits.max_output_bytes, limits.wall_timeout_s,
-            limits.memory_bytes, limits.file_size_bytes)
+            limits.memory_bytes, limits.file_size_bytes, limits.cpu_seconds)
     return f"{_DRIVER}\n_billing_recon_run(*{json.dumps(call)})\n"
 
 
-def _error(execution: Execution) -> ExecutionError | None:
+def _server_made(execution: Execution) -> str | None:
+    """'Name: value' of an error E2B's server made (not the script), else None."""
+    error = execution.error
+    if error is None or error.name not in SERVER_ERRORS or error.traceback:
+        return None
+    return f"{error.name}: {error.value}"
+
+
+def _error(execution: Execution, script: str) -> ExecutionError | None:
     if execution.error is None:
         return None
-    return ExecutionError(name=execution.error.name, value=execution.error.value,
-                          traceback=_ANSI.sub("", execution.error.traceback or ""))
+    name, value = execution.error.name, execution.error.value
+    return ExecutionError(name=name, value=value, traceback=plain_traceback(
+        execution.error.traceback or "", script=script, name=name, value=value))
 
 
 class E2BSandbox:
@@ -162,38 +159,54 @@ class E2BSandbox:
     def _execute(self, sandbox: E2BSdkSandbox, script: str, limits: SandboxLimits
                  ) -> SandboxResult:
         status_path = f"{OUTPUT_DIR}/{script.removesuffix('.py')}.json"
-        output = _Output(limits.max_output_bytes)
+        output = StreamOutput(limits.max_output_bytes)
         start = time.monotonic()
         execution, problem = self._watched(sandbox, _driver_cell(script, status_path, limits),
                                            output, limits.wall_timeout_s + self.client_grace_s)
         duration = time.monotonic() - start
+        if (made := _server_made(execution)) is not None:
+            raise SandboxUnavailable(f"E2B's code interpreter failed the run: {made}")
         status = self._status(sandbox, status_path) if problem is None else {}
-        return self._result(sandbox, execution, output, status, problem, limits, duration)
+        return self._result(sandbox, script, execution, output, status, problem, limits,
+                            duration)
 
-    def _watched(self, sandbox: E2BSdkSandbox, cell: str, output: _Output, deadline_s: float
+    def _watched(self, sandbox: E2BSdkSandbox, cell: str, output: StreamOutput, deadline_s: float
                  ) -> tuple[Execution, str | None]:
-        """run_code under a watchdog: the SDK's own timeout only fires when bytes arrive."""
-        outcome: list[tuple[Execution, str | None]] = []
-        call = threading.Thread(target=lambda: outcome.append(
-            self._run_code(sandbox, cell, output, deadline_s)), name="e2b-run-code", daemon=True)
-        call.start()
-        call.join(deadline_s)
-        if call.is_alive() or not outcome:
+        """run_code under a watchdog, in case the SDK's own deadline does not fire."""
+        outcome: list[tuple[Execution, str | None] | BaseException] = []
+
+        def call() -> None:
+            try:
+                outcome.append(self._run_code(sandbox, cell, output, deadline_s))
+            except BaseException as exc:  # raised again in the caller's thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=call, name="e2b-run-code", daemon=True)
+        thread.start()
+        thread.join(deadline_s)
+        if thread.is_alive() or not outcome:
             self._kill(sandbox)  # a real sandbox's death ends the stream, and the thread
             return Execution(), "timeout"
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
         return outcome[0]
 
-    def _run_code(self, sandbox: E2BSdkSandbox, cell: str, output: _Output, timeout: float
+    def _run_code(self, sandbox: E2BSdkSandbox, cell: str, output: StreamOutput, timeout: float
                   ) -> tuple[Execution, str | None]:
+        start = time.monotonic()
         try:
             return sandbox.run_code(cell, on_stdout=output.on_stdout, on_stderr=output.on_stderr,
-                                    timeout=timeout, request_timeout=self.request_timeout_s), None
-        except TimeoutException:
-            return Execution(), "timeout"
-        except _OutputFlood:
+                                    on_result=output.on_result, timeout=timeout,
+                                    request_timeout=self.request_timeout_s), None
+        except OutputFlood:
             return Execution(), "flood"
-        except Exception as exc:  # the kernel died under the code (os._exit, OOM): data
-            return Execution(), f"lost: {exc}"
+        except TimeoutException as exc:
+            if time.monotonic() - start >= timeout - _EARLY:
+                return Execution(), "timeout"  # our deadline: the script outlived its alarm
+            raise SandboxUnavailable(f"E2B timed out before the run's deadline: {exc}") from exc
+        except Exception as exc:  # an HTTP error status, the connection lost mid-stream
+            raise SandboxUnavailable(f"E2B's code interpreter failed the run: "
+                                     f"{type(exc).__name__}: {exc}") from exc
 
     def _status(self, sandbox: E2BSdkSandbox, path: str) -> dict[str, Any]:
         try:
@@ -204,17 +217,17 @@ class E2BSandbox:
             return {}
         return status
 
-    def _result(self, sandbox: E2BSdkSandbox, execution: Execution, output: _Output,
-                status: dict[str, Any], problem: str | None, limits: SandboxLimits,
-                duration: float) -> SandboxResult:
-        error = _error(execution)
+    def _result(self, sandbox: E2BSdkSandbox, script: str, execution: Execution,
+                output: StreamOutput, status: dict[str, Any], problem: str | None,
+                limits: SandboxLimits, duration: float) -> SandboxResult:
+        error = _error(execution, script)
         timed_out = problem == "timeout" or bool(status.get("timed_out"))
-        if problem is not None and problem.startswith("lost"):
-            error = ExecutionError(name="SandboxLost", value=problem[6:], traceback="")
-        elif problem == "flood":
+        if problem == "flood":
             error = ExecutionError(name="OutputFlood", value="output far beyond the cap; "
                                    "the run was stopped", traceback="")
         exit_code = None if timed_out else (1 if error else int(status.get("exit_code", 1)))
+        if error is None and exit_code is not None:
+            error = signal_error(exit_code)  # a limit the driver set (SIGXCPU)
         files, files_truncated = self._files(sandbox, status.get("files", []), limits)
         return SandboxResult(
             stdout=output.out.text(), stderr=output.err.text(), error=error,

@@ -1,8 +1,9 @@
 """The Sandbox port: what every backend (local, bubblewrap, E2B) promises the analysis agent.
 
 A failure of the user's code is data in a `SandboxResult` (an exception, a non-zero exit, a
-timeout, an output flood); a backend raises `SandboxUnavailable` only when it cannot run
-anything at all. This mirrors e2b's `Execution.error`.
+timeout, an output flood); a backend raises `SandboxUnavailable` only when it could not run
+the code at all (it cannot start, or its service failed the run). This mirrors e2b's
+`Execution.error`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,12 @@ from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.domain.redaction import redact
 from billing_recon.domain.summary import SandboxSummary
-from billing_recon.errors import AnalysisExhausted, AnalysisFailed, ModelOutputInvalid
+from billing_recon.errors import (
+    AnalysisExhausted,
+    AnalysisFailed,
+    ModelOutputInvalid,
+    SandboxUnavailable,
+)
 from billing_recon.llm.port import Usage
 from billing_recon.steps import model_trace, money_owed
 from billing_recon.steps.budget import metered
@@ -28,6 +33,7 @@ from billing_recon.store.models import Ticket
 from billing_recon.store.types import utcnow
 
 ATTEMPT = "analysis_attempt"
+SANDBOX_UNAVAILABLE = "sandbox_unavailable"
 MAX_LOGGED_OUTPUT = 4000
 
 
@@ -92,6 +98,20 @@ def _run(deps: Deps, script: str, ticket: Ticket) -> tuple[Analysis | None, str 
     return Analysis(summary, tables), None, info
 
 
+def _sandboxed(deps: Deps, ticket: Ticket, actor: str, script: str, sha: str
+               ) -> tuple[Analysis | None, str | None, dict[str, Any]]:
+    """`_run`; a sandbox that cannot run the script is the infrastructure's failure, not the
+    script's: it is noted apart from the attempts (so it spends none and the model never sees
+    it as the script's error) and raised again."""
+    try:
+        return _run(deps, script, ticket)
+    except SandboxUnavailable as exc:
+        tickets.note(deps.sessions, ticket.id, SANDBOX_UNAVAILABLE, actor, {
+            "script_sha": sha, "error": redact(str(exc), deps.settings.secret_values(),
+                                               MAX_LOGGED_OUTPUT)})
+        raise
+
+
 def _author(deps: Deps, ticket_id: int, actor: str, failures: list[Failure]
             ) -> tuple[str, str | None, Usage]:
     """The model's script; an unusable answer is a failed attempt, not a crash."""
@@ -110,7 +130,8 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
     orchestrator's capped retries run the next attempt with that feedback. A script that
     failed before is not run again and stops the attempts (loop detection), and once every
     allowed attempt is logged (also across re-runs) no model call is made: both raise
-    AnalysisExhausted, which the orchestrator does not retry.
+    AnalysisExhausted, which the orchestrator does not retry. A sandbox that cannot run the
+    script raises SandboxUnavailable and spends no attempt (`_sandboxed`).
     """
     ticket = tickets.get(deps.sessions, ticket_id)
     before = previous_attempts(deps, ticket_id)
@@ -127,7 +148,7 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
     if looping:
         error = "the same script failed before (loop detected)"
     elif error is None:
-        summary, error, info = _run(deps, script, ticket)
+        summary, error, info = _sandboxed(deps, ticket, actor, script, sha)
     tickets.note(deps.sessions, ticket_id, ATTEMPT, actor, {
         "attempt": len(before) + 1, "ok": error is None, "script_sha": sha, "script": script,
         "error": error, "model": deps.model.name,
