@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from billing_recon.domain.email import EmailIdentity, Rejection, parse_email
 from billing_recon.domain.email import InboundEmail as ParsedEmail
-from billing_recon.domain.fsm import State, check_transition
+from billing_recon.domain.fsm import INTAKE_REASONS, State, check_transition
 from billing_recon.errors import ConcurrentTransition
-from billing_recon.store.models import InboundEmail, Ticket
+from billing_recon.store.models import InboundEmail, Ticket, TicketEvent
 from billing_recon.store.tickets import Sessions, format_ticket_id, new_event
 
 _log = logging.getLogger(__name__)
@@ -103,6 +103,16 @@ def _refuse(session: Session, ticket: Ticket, rejection: Rejection, source: str 
     session.add(new_event(ticket.id, 2, "transition", State.RECEIVED, State.REJECTED,
                           rejection.reason, "open_ticket",
                           {"file": source, "problem": rejection.problem}))
+
+
+def refusal(sessions: Sessions, ticket: Ticket) -> str | None:
+    """The recorded problem of an email refused at intake, else None."""
+    if ticket.state != State.REJECTED.value or ticket.reason not in INTAKE_REASONS:
+        return None
+    with sessions() as session:
+        event = session.scalar(select(TicketEvent).where(
+            TicketEvent.ticket_id == ticket.id, TicketEvent.to_state == State.REJECTED.value))
+    return str(event.payload.get("problem")) if event else None
 
 
 def _slot(session: Session, email: ParsedEmail) -> tuple[str, str | None, bool]:
