@@ -25,8 +25,7 @@ ACTOR = "flow:naive"
 @task
 def open_ticket(email_path: str) -> int:
     """The ticket of this email."""
-    raw = intake.read_email(email_path)
-    return intake.open_ticket(runtime.build(), raw, email_path).ticket.id
+    return intake.open_file(runtime.build(), email_path).ticket.id
 
 
 @task

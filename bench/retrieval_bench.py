@@ -39,7 +39,7 @@ from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import State
 from billing_recon.steps import retrieval
 from billing_recon.steps.deps import Deps
-from billing_recon.store import billing, tickets
+from billing_recon.store import billing, inbox, tickets
 from billing_recon.store.db import make_engine, migrate
 
 ACTOR = "bench"
@@ -128,8 +128,8 @@ def triaged_tickets(deps: Deps, count: int, invoices: int, customers: int,
         customer = rng.randrange(customers)
         named = ([f"INV-{customer * per + k:08d}" for k in rng.sample(range(per), 2)]
                  if n % 2 == 0 else [])
-        opened = tickets.open_ticket(deps.sessions, parse_email(_email(n, customer, named)),
-                                     None)
+        opened = inbox.open_ticket(deps.sessions, parse_email(_email(n, customer, named)),
+                                   None)
         tickets.transition(deps.sessions, opened.ticket.id, State.TRIAGED, actor=ACTOR,
                            fields={"triage": {"invoice_ids": named}}, expect=State.RECEIVED)
         out.append(opened.ticket.id)

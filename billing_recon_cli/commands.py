@@ -15,7 +15,7 @@ from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import ApprovalRefused, UserInputError
 from billing_recon.steps import approval_gate, presentation
 from billing_recon.steps.deps import Deps
-from billing_recon.store import ledger, tickets
+from billing_recon.store import inbox, ledger, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket
 from billing_recon_cli.output import emit
@@ -42,16 +42,19 @@ def process(args: argparse.Namespace) -> int:
     from billing_recon_cli import driver
 
     _check_paths(args.emails)
-    runtime.build()
+    deps = runtime.build()
 
     def on_update(path: str, ticket: Ticket) -> None:
+        problem = inbox.refusal(deps.sessions, ticket)  # an email refused at intake: why
         if args.json:
-            emit(reports.ticket_line(path, ticket))
+            line = reports.ticket_line(path, ticket)
+            emit({**line, "problem": problem} if problem else line)
         else:
             refund = reports.refund_summary(ticket)
             amount = f" {refund['amount']} {refund['currency']}" if refund else ""
             print(f"{path}: {tickets.format_ticket_id(ticket.id)} {ticket.state}"
-                  f"{'(' + ticket.reason + ')' if ticket.reason else ''}{amount}", flush=True)
+                  f"{'(' + ticket.reason + ')' if ticket.reason else ''}{amount}"
+                  f"{': ' + problem if problem else ''}", flush=True)
 
     def on_problem(path: str, ticket: Ticket, problem: dict[str, Any]) -> None:
         if args.json:

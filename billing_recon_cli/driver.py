@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from billing_recon.domain.email import parse_email
+from billing_recon.domain.email import EmailIdentity
 from billing_recon.domain.fsm import State, is_terminal
 from billing_recon.errors import UserInputError
 from billing_recon.progress import ProgressBar
-from billing_recon.steps.intake import read_email
-from billing_recon.store import tickets
+from billing_recon.steps.intake import load_email
+from billing_recon.store import inbox
 from billing_recon.store.models import Ticket
 from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_flows.reconcile_inbox import reconcile_inbox
@@ -35,7 +35,7 @@ def _reportable(state: str) -> bool:
     return state == State.APPROVAL_PENDING.value or is_terminal(State(state))
 
 
-async def _watch(ids: dict[str, str], on_update: Update, done: asyncio.Event) -> None:
+async def _watch(ids: dict[str, EmailIdentity], on_update: Update, done: asyncio.Event) -> None:
     """Call ``on_update(path, ticket)`` once a ticket is reportable and on every later change.
 
     A progress bar on stderr (on a terminal) counts the tickets that settled.
@@ -48,12 +48,12 @@ async def _watch(ids: dict[str, str], on_update: Update, done: asyncio.Event) ->
         bar.close()
 
 
-async def _poll(ids: dict[str, str], on_update: Update, done: asyncio.Event,
+async def _poll(ids: dict[str, EmailIdentity], on_update: Update, done: asyncio.Event,
                 seen: dict[str, str], bar: ProgressBar) -> None:
     while True:
         finished = done.is_set()
-        for path, email_id in ids.items():
-            ticket = await in_thread(tickets.find_by_email, deps().sessions, email_id)
+        for path, identity in ids.items():
+            ticket = await in_thread(inbox.find_for, deps().sessions, identity)
             if ticket is None or not _reportable(ticket.state):
                 continue
             if seen.get(path) != ticket.state:
@@ -68,7 +68,8 @@ async def _poll(ids: dict[str, str], on_update: Update, done: asyncio.Event,
 
 async def _run(paths: list[str], wait_s: float, on_update: Update,
                on_problem: Problem | None) -> list[dict[str, Any]]:
-    ids = {p: parse_email(read_email(p)).email_id for p in paths}
+    limit = deps().settings.intake.max_email_bytes
+    ids = {p: load_email(p, limit).identity for p in paths}
     done = asyncio.Event()
     watcher = asyncio.create_task(_watch(ids, on_update, done))
     try:
@@ -81,14 +82,14 @@ async def _run(paths: list[str], wait_s: float, on_update: Update,
     return results
 
 
-async def _report_problems(paths: list[str], ids: dict[str, str],
+async def _report_problems(paths: list[str], ids: dict[str, EmailIdentity],
                            results: list[dict[str, Any]], on_problem: Problem) -> None:
     """Tickets whose run failed or is held (global breaker): say so, nothing is silent."""
     for path, result in zip(paths, results, strict=True):
         problem: dict[str, Any] = {k: result[k] for k in ("error", "waiting") if k in result}
         if not problem:
             continue
-        ticket = await in_thread(tickets.find_by_email, deps().sessions, ids[path])
+        ticket = await in_thread(inbox.find_for, deps().sessions, ids[path])
         if ticket is not None:
             on_problem(path, ticket, problem)
 

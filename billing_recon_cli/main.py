@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from billing_recon.config import load
 from billing_recon.errors import BillingReconError, UserInputError
@@ -132,6 +132,11 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
             "approvers": approver_commands.approvers_cmd}[command]
 
 
+def _one_line(error: BaseException | None) -> str:
+    """A driver's error message, which may span lines, as one line."""
+    return " ".join(str(error).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 on a refused action, 2 on input the user must fix."""
     args = _parser().parse_args(argv)
@@ -142,7 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"billing-recon: error: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:
-        print(f"billing-recon: error: cannot reach the database: {exc.orig}", file=sys.stderr)
+        print(f"billing-recon: error: cannot reach the database: {_one_line(exc.orig)}",
+              file=sys.stderr)
+        return 2
+    except DBAPIError as exc:
+        if exc.statement is not None:  # a statement failed: not the user's to fix
+            raise
+        # no statement yet: the driver refused the URL's options (?bogus=1)
+        print(f"billing-recon: error: cannot connect to the database: {_one_line(exc.orig)}",
+              file=sys.stderr)
         return 2
     except BillingReconError as exc:
         print(f"billing-recon: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
+from billing_recon.errors import UserInputError
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_tasks.context import in_deployment
@@ -31,13 +32,24 @@ def inbox_paths(inbox: str | None, email_paths: list[str] | None) -> list[str]:
 
 
 async def _open_all(inbox: str | None, email_paths: list[str] | None,
-                    from_table: bool) -> list[int]:
-    """Open tickets in arrival order, so duplicate detection follows it."""
-    ids = await open_tickets_from_table() if from_table else []
+                    from_table: bool) -> list[int | dict[str, Any]]:
+    """Open tickets in arrival order, so duplicate detection follows it.
+
+    Each email gives its ticket id, or, when its file cannot be read at all (no bytes, so no
+    ticket), why: the batch goes on with the others. A bad email itself gets a ticket, refused.
+    """
+    opened: list[int | dict[str, Any]] = []
+    if from_table:
+        opened.extend(await open_tickets_from_table())
     if from_table and inbox is None and not email_paths:
-        return ids
+        return opened
     # inbox_paths refuses a batch given no source at all
-    return ids + [await open_ticket(path) for path in inbox_paths(inbox, email_paths)]
+    for path in inbox_paths(inbox, email_paths):
+        try:
+            opened.append(await open_ticket(path))
+        except UserInputError as exc:
+            opened.append({"email": path, "error": str(exc)})
+    return opened
 
 
 async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
@@ -82,14 +94,18 @@ async def reconcile_inbox(
             deployed runs suspend instead and free their worker.
     """
     await sweep_overdue()
-    ids = await _open_all(inbox, email_paths, from_table)
+    opened = await _open_all(inbox, email_paths, from_table)
+    ids = [entry for entry in opened if isinstance(entry, int)]
     progress = await Progress.start(len(ids), "tickets started")
     if in_deployment():
-        return await _fan_out(ids, approval_wait_s, progress)
-    results = await _run_here(ids, approval_wait_s, progress)
-    return [r if isinstance(r, dict) else {"ticket_id": tickets.format_ticket_id(i),
-                                            "error": repr(r)}
-            for i, r in zip(ids, results, strict=True)]
+        started = iter(await _fan_out(ids, approval_wait_s, progress))
+    else:
+        ran = await _run_here(ids, approval_wait_s, progress)
+        started = iter(r if isinstance(r, dict) else {"ticket_id": tickets.format_ticket_id(i),
+                                                      "error": repr(r)}
+                       for i, r in zip(ids, ran, strict=True))
+    # one result per email, in order: its ticket's, or why it has none
+    return [next(started) if isinstance(entry, int) else entry for entry in opened]
 
 
 if __name__ == "__main__":  # python flows/reconcile_inbox.py ... (see flows/local_run.py)

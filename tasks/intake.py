@@ -11,10 +11,9 @@ from billing_recon_tasks.runtime import deps, in_thread
 
 @task(name="open_ticket", **STEP)
 async def open_ticket(email_path: str) -> int:
-    """The ticket id of this email (a new ticket, or the one it already has)."""
-    raw = await in_thread(intake.read_email, email_path)
-    opened = await in_thread(intake.open_ticket, deps(), raw, email_path)
-    return opened.ticket.id
+    """The ticket id of this email (a new ticket, or the one it already has; REJECTED at once
+    when the email is refused at intake)."""
+    return (await in_thread(intake.open_file, deps(), email_path)).ticket.id
 
 
 @task(name="triage_email", **STEP)

@@ -2,8 +2,7 @@
 
 BillingReconError
 ├── UserInputError          bad input the user must fix (CLI maps it to exit code 2)
-│   ├── CsvLoadError         a CSV file, row and column that failed validation
-│   └── EmailParseError      an .eml file that cannot be parsed
+│   └── CsvLoadError         a CSV file, row and column that failed validation
 ├── IllegalTransition       a ticket state change the FSM forbids
 ├── ConcurrentTransition    the ticket moved under us (optimistic lock lost)
 ├── ApprovalRefused         a decision that cannot count (approver, hash, state)
@@ -44,10 +43,6 @@ class CsvLoadError(UserInputError):
         where = file if row is None else f"{file}, row {row}"
         where = where if column is None else f"{where}, column {column!r}"
         super().__init__(f"{where}: {message}")
-
-
-class EmailParseError(UserInputError):
-    """An inbound email could not be read."""
 
 
 class IllegalTransition(BillingReconError):

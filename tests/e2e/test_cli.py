@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from billing_recon.store.sample_data import SampleSet
+from tests.conftest import PG_URL
 from tests.e2e.conftest import Cli
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +78,13 @@ def test_unknown_approver_is_refused_with_a_clear_message(cli: Cli, sample: Samp
 @pytest.mark.parametrize(("args", "message"), [
     (["process", "missing.eml"], "no such email file"),
     (["--db", "postgresql://nobody@127.0.0.1:1/none", "refunds"], "cannot reach the database"),
+    # issue 14: each of these printed a traceback with exit code 1
+    (["--db", "notaurl", "refunds"], "bad database URL <unparseable database URL>: Could not "
+     "parse"),
+    (["--db", "postgresql://u:s3cret@h:notaport/db", "refunds"], "bad database URL"),
+    (["--db", "nosuch://h/db", "refunds"], "bad database URL nosuch://h/db: Can't load plugin"),
+    (["--db", "mysql://u@127.0.0.1/db", "refunds"], "No module named 'MySQLdb'"),
+    (["--db", f"{PG_URL}?bogus=1", "refunds"], 'invalid connection option "bogus"'),
     (["tickets", "show", "T-x"], "not a ticket id"),
     (["tickets", "show", "T-000999"], "no such ticket"),
     (["load", "nowhere"], "customers.csv"),
@@ -86,6 +94,7 @@ def test_bad_input_exits_2_with_the_reason_on_stderr(cli: Cli, args: list[str],
     done = cli.run(*args)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "s3cret" not in done.stderr
 
 
 def test_demo_proposals_equal_the_ground_truth(ephemeral_cli: Cli) -> None:

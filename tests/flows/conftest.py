@@ -36,7 +36,15 @@ def harness() -> Iterator[None]:
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deps]:
     """Fresh billing and gateway databases, signing key and Prefect result storage."""
-    monkeypatch.setenv("BILLING_RECON_DATABASE_URL", f"sqlite:///{tmp_path}/billing.db")
+    with seeded_world(f"sqlite:///{tmp_path}/billing.db", tmp_path, monkeypatch) as deps:
+        yield deps
+
+
+@contextmanager
+def seeded_world(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[Deps]:
+    """``world`` on the billing database ``db_url`` (an empty, migrated one)."""
+    monkeypatch.setenv("BILLING_RECON_DATABASE_URL", db_url)
     monkeypatch.setenv("BILLING_RECON_GATEWAY_DB", f"sqlite:///{tmp_path}/gateway.db")
     monkeypatch.setenv("BILLING_RECON_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("BILLING_RECON_PAUSE_POLL_S", "1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from prefect.events.filters import (
     EventResourceFilter,
 )
 
+from billing_recon.config import IntakeSettings
 from billing_recon.domain.email import parse_email
+from billing_recon.domain.fsm import State
 from billing_recon.steps import intake
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
@@ -26,6 +29,7 @@ from billing_recon.store.types import utcnow
 from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_flows.reconcile_inbox import reconcile_inbox
 from billing_recon_tasks.events import ESCALATED
+from tests.bad_mail import CORPUS, oversized_email
 from tests.flows.conftest import email
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]
@@ -136,3 +140,26 @@ async def test_next_batch_escalates_approvals_past_their_deadline(
     ticket = tickets.get(world.sessions, ticket_id)
     assert (ticket.state, ticket.reason) == ("ESCALATED", "approval_timeout")
     assert len(await _escalation_events(result["ticket_id"], since)) == 1
+
+
+async def test_bad_mail_received_for_a_batch_is_refused_and_the_rest_get_tickets(
+        world: Deps, tmp_path: Path) -> None:
+    """Before issue 14, storing the garbage (or the Latin-1 email) raised UnicodeEncodeError,
+    and Bob's email, reusing Ann's Message-ID, was taken as already received."""
+    raws = {name: (CORPUS / name).read_bytes() for name in
+            ("latin1-headers.eml", "reused-message-id.eml", "binary-garbage.eml")}
+    for name, raw in raws.items():
+        assert intake.receive_email(world, raw, name)
+    small = replace(world, settings=world.settings.model_copy(
+        update={"intake": IntakeSettings(max_email_bytes=1024)}))
+    too_large = Path(oversized_email(tmp_path, 2048)).read_bytes()
+    assert intake.receive_email(small, too_large, "big.eml")  # refused at once, not stored
+    assert not intake.receive_email(small, too_large, "big.eml")
+    results = await reconcile_inbox(from_table=True, approval_wait_s=0)
+    assert sorted((r["state"], r["reason"]) for r in results) == [
+        ("APPROVAL_PENDING", None), ("CLOSED", "not_billing"), ("REJECTED", "unreadable_email")]
+    every = tickets.in_state(world.sessions, *State)
+    assert sorted((t.sender, t.state, t.reason) for t in every) == [
+        ("", "REJECTED", "email_too_large"), ("", "REJECTED", "unreadable_email"),
+        ("ann@example.com", "APPROVAL_PENDING", None),
+        ("bob@example.com", "CLOSED", "not_billing")]

@@ -19,7 +19,7 @@ from billing_recon.llm.accounting import prompt_bound
 from billing_recon.llm.port import ChatMessage
 from billing_recon.steps.budget import metered
 from billing_recon.steps.deps import Deps
-from billing_recon.store import model_calls, tickets
+from billing_recon.store import inbox, model_calls, tickets
 from billing_recon.store.models import TicketEvent
 from billing_recon.store.types import utcnow
 from billing_recon.testing.chat_server import ChatServer
@@ -51,7 +51,7 @@ def make_deps(tmp_path: Path, chat_server: ChatServer, monkeypatch: pytest.Monke
 def _ticket(deps: Deps, name: str = "m1") -> int:
     raw = (f"From: ann@example.com\r\nSubject: hi\r\nMessage-ID: <{name}@t>\r\n\r\n"
            "INV-000001 is wrong\r\n").encode()
-    return tickets.open_ticket(deps.sessions, parse_email(raw), None).ticket.id
+    return inbox.open_ticket(deps.sessions, parse_email(raw), None).ticket.id
 
 
 def test_same_question_on_a_rerun_reuses_the_recorded_answer(

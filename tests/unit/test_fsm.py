@@ -8,6 +8,7 @@ import pytest
 
 from billing_recon.domain.fsm import (
     ESCALATION_REASONS,
+    INTAKE_REASONS,
     TERMINAL,
     Reason,
     State,
@@ -33,7 +34,8 @@ LEGAL = {
     (State.APPROVED, State.REFUNDED, None),
     (State.REFUNDED, State.CLOSED, Reason.REFUNDED),
     (State.ESCALATED, State.RECEIVED, Reason.REOPENED),
-} | {(s, State.ESCALATED, r) for s in State if s not in TERMINAL for r in ESCALATION_REASONS}
+} | {(s, State.ESCALATED, r) for s in State if s not in TERMINAL for r in ESCALATION_REASONS} | {
+    (State.RECEIVED, State.REJECTED, r) for r in INTAKE_REASONS}
 
 
 @pytest.mark.parametrize(("source", "target", "reason"), sorted(LEGAL, key=str))

@@ -1,5 +1,6 @@
 """The one configuration of billing-recon (see ``config.settings`` and docs/configuration.md)."""
 
+from billing_recon.config.intake import IntakeSettings
 from billing_recon.config.llm import LlmBudget, ModelSettings, Price
 from billing_recon.config.sandbox import SandboxSettings
 from billing_recon.config.sections import (
@@ -12,6 +13,7 @@ from billing_recon.config.sections import (
 )
 from billing_recon.config.settings import Settings, from_variables, load, secret_fingerprint
 
-__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "KeySettings", "LlmBudget",
-           "ModelSettings", "OrchestrationSettings", "Price", "SandboxSettings", "Settings",
-           "SwitchSettings", "from_variables", "load", "secret_fingerprint"]
+__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "IntakeSettings",
+           "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings", "Price",
+           "SandboxSettings", "Settings", "SwitchSettings", "from_variables", "load",
+           "secret_fingerprint"]

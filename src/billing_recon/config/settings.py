@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from billing_recon.config.intake import IntakeSettings
 from billing_recon.config.llm import LlmBudget, ModelSettings
 from billing_recon.config.sandbox import SandboxSettings
 from billing_recon.config.sections import (
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
     switches: SwitchSettings = Field(default_factory=SwitchSettings)
 
     @classmethod

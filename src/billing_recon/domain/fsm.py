@@ -33,6 +33,10 @@ class Reason(StrEnum):
     UNKNOWN_SENDER = "unknown_sender"
     INVOICE_NOT_OWNED = "invoice_not_owned"
     INVOICE_NOT_FOUND = "invoice_not_found"
+    # Refused at intake, before any model reads the email (issue 14).
+    EMAIL_TOO_LARGE = "email_too_large"
+    UNREADABLE_EMAIL = "unreadable_email"
+    INVALID_SENDER = "invalid_sender"
     DUPLICATE = "duplicate"
     REJECTED_BY_APPROVER = "rejected_by_approver"
     CIRCUIT_BREAKER = "circuit_breaker"
@@ -59,9 +63,15 @@ ESCALATION_REASONS: frozenset[Reason] = frozenset(
     }
 )
 
+#: Why an email is refused as it arrives: it is never triaged.
+INTAKE_REASONS: frozenset[Reason] = frozenset(
+    {Reason.EMAIL_TOO_LARGE, Reason.UNREADABLE_EMAIL, Reason.INVALID_SENDER}
+)
+
 # (source, target) -> reasons allowed on that edge; an empty set means "no reason".
 _EDGES: dict[tuple[State, State], frozenset[Reason]] = {
     (State.RECEIVED, State.TRIAGED): frozenset(),
+    (State.RECEIVED, State.REJECTED): INTAKE_REASONS,
     (State.TRIAGED, State.CLOSED): frozenset({Reason.NOT_BILLING}),
     (State.TRIAGED, State.DATA_FETCHED): frozenset(),
     (State.TRIAGED, State.REJECTED): frozenset(

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from billing_recon.errors import UserInputError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Server connections are replaced after this long, so one silently dropped by the network
 #: (which sends nothing a readiness check could see) is not kept for ever.
@@ -21,12 +23,25 @@ def shown_url(url: str) -> str:
     """The URL as it may be printed or logged: any password masked."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "<unparseable database URL>"
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    """Create an engine; SQLite gets WAL, a busy timeout and enforced foreign keys.
+
+    A URL SQLAlchemy cannot use (unparseable, an unknown dialect or a missing driver, a port
+    that is not a number) is a ``UserInputError`` naming it, password masked.
+    """
+    try:
+        return _engine(url)
+    except (exc.ArgumentError, ValueError, ImportError) as error:
+        raise UserInputError(f"bad database URL {shown_url(url)}: {error} (expected e.g. "
+                             f"sqlite:///billing_recon.db or postgresql://user@host:5432/db)"
+                             ) from error
+
+
+def _engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from billing_recon.store.types import Money, UTCDateTime, utcnow
+from billing_recon.store.types import EmailBytes, Money, UTCDateTime, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -143,12 +143,13 @@ class Credit(Base):
 
 
 class InboundEmail(Base):
-    """An email as received, kept verbatim so nothing is ever lost."""
+    """An email as received, kept verbatim so nothing is ever lost (``raw`` is empty for one
+    refused unread, above the size limit: its file, named in ``source``, holds it)."""
 
     __tablename__ = "inbound_emails"
     email_id: Mapped[str] = mapped_column(String(300), primary_key=True)
     source: Mapped[str | None] = mapped_column(Text, nullable=True)
-    raw: Mapped[str] = mapped_column(Text)
+    raw: Mapped[bytes] = mapped_column(EmailBytes)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

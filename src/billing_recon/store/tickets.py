@@ -1,81 +1,25 @@
-"""Ticket repository: open tickets, apply FSM transitions and append events atomically."""
+"""Ticket repository: apply FSM transitions and append events atomically (tickets are opened
+in store.inbox)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from billing_recon.domain.email import InboundEmail as ParsedEmail
 from billing_recon.domain.fsm import Reason, State, check_transition
 
 # The ticket-id forms, re-exported for the store's callers (defined in domain.ticket_id).
 from billing_recon.domain.ticket_id import format_ticket_id as format_ticket_id
 from billing_recon.domain.ticket_id import parse_ticket_id as parse_ticket_id
 from billing_recon.errors import ConcurrentTransition, UserInputError
-from billing_recon.store.models import InboundEmail, Ticket, TicketEvent, TicketKeyClaim
+from billing_recon.store.models import Ticket, TicketEvent, TicketKeyClaim
 from billing_recon.store.types import utcnow
 
 Sessions = sessionmaker[Session]
-
-
-@dataclass(frozen=True)
-class Opened:
-    """The ticket of an email and whether this call created it."""
-
-    ticket: Ticket
-    created: bool
-
-
-def open_ticket(sessions: Sessions, email: ParsedEmail, source: str | None) -> Opened:
-    """One ticket per email (SPEC §5): create it in RECEIVED, or return the existing one."""
-    existing = find_by_email(sessions, email.email_id)
-    if existing is not None:
-        return Opened(existing, created=False)
-    try:
-        with sessions() as session, session.begin():
-            if session.get(InboundEmail, email.email_id) is None:  # not stored by receive()
-                session.add(InboundEmail(email_id=email.email_id, source=source,
-                                         raw=email.raw.decode("utf-8", "surrogateescape")))
-            ticket = Ticket(email_id=email.email_id, state=State.RECEIVED.value, version=1,
-                            sender=email.sender, subject=email.subject)
-            session.add(ticket)
-            session.flush()
-            session.add(_event(ticket.id, 1, "transition", None, State.RECEIVED, None,
-                               "open_ticket", {"email_id": email.email_id, "source": source}))
-        return Opened(ticket, created=True)
-    except IntegrityError:
-        # Another worker opened the same email at the same moment: that ticket is ours.
-        found = find_by_email(sessions, email.email_id)
-        if found is None:
-            raise
-        return Opened(found, created=False)
-
-
-def receive(sessions: Sessions, email: ParsedEmail, source: str | None) -> bool:
-    """Store an inbound email for a later batch (the inbox table); False when already known."""
-    try:
-        with sessions() as session, session.begin():
-            if session.get(InboundEmail, email.email_id) is not None:
-                return False
-            session.add(InboundEmail(email_id=email.email_id, source=source,
-                                     raw=email.raw.decode("utf-8", "surrogateescape")))
-        return True
-    except IntegrityError:
-        return False  # stored by a concurrent receiver
-
-
-def unticketed(sessions: Sessions) -> list[InboundEmail]:
-    """Stored emails that have no ticket yet, in arrival order."""
-    with sessions() as session:
-        query = (select(InboundEmail).outerjoin(Ticket, Ticket.email_id == InboundEmail.email_id)
-                 .where(Ticket.id.is_(None))
-                 .order_by(InboundEmail.received_at, InboundEmail.email_id))
-        return list(session.scalars(query))
 
 
 def find_by_email(sessions: Sessions, email_id: str) -> Ticket | None:
@@ -93,8 +37,9 @@ def get(sessions: Sessions, ticket_id: int) -> Ticket:
     return ticket
 
 
-def _event(ticket_id: int, seq: int, kind: str, source: State | None, target: State | None,
-           reason: Reason | None, actor: str, payload: dict[str, Any]) -> TicketEvent:
+def new_event(ticket_id: int, seq: int, kind: str, source: State | None, target: State | None,
+              reason: Reason | None, actor: str, payload: dict[str, Any]) -> TicketEvent:
+    """An event row of the ticket's log (the caller adds it in its transaction)."""
     return TicketEvent(ticket_id=ticket_id, seq=seq, kind=kind,
                        from_state=source.value if source else None,
                        to_state=target.value if target else None,
@@ -145,8 +90,8 @@ def transition(
             within(session, ticket)
         values = {"state": target.value, "reason": reason.value if reason else None}
         seq = _bump(session, ticket, {**values, **(fields or {})})
-        session.add(_event(ticket_id, seq, "transition", source, target, reason, actor,
-                           payload or {}))
+        session.add(new_event(ticket_id, seq, "transition", source, target, reason, actor,
+                              payload or {}))
     return get(sessions, ticket_id)
 
 
@@ -155,7 +100,7 @@ def note_within(session: Session, ticket: Ticket, kind: str, actor: str,
     """Append a non-transition event inside the caller's transaction (which holds the ticket's
     row lock), advancing its version: for a write that must commit with other rows."""
     seq = _bump(session, ticket, {})
-    session.add(_event(ticket.id, seq, kind, None, None, None, actor, payload))
+    session.add(new_event(ticket.id, seq, kind, None, None, None, actor, payload))
 
 
 def note(sessions: Sessions, ticket_id: int, kind: str, actor: str,
@@ -168,7 +113,7 @@ def note(sessions: Sessions, ticket_id: int, kind: str, actor: str,
                 if ticket is None:
                     raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
                 seq = _bump(session, ticket, fields or {})
-                session.add(_event(ticket_id, seq, kind, None, None, None, actor, payload))
+                session.add(new_event(ticket_id, seq, kind, None, None, None, actor, payload))
             return
         except (ConcurrentTransition, IntegrityError):
             continue

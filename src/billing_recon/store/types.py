@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Numeric, String
+from sqlalchemy import DateTime, Numeric, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -55,6 +56,38 @@ class Money(TypeDecorator[Decimal]):
         if value is None:
             return None
         return Decimal(str(value))
+
+
+class EmailBytes(TypeDecorator[bytes]):
+    """An email's bytes, exactly, in a text column (no schema change from the text it was).
+
+    Bytes that are text both databases take (UTF-8 without NUL) are stored as that text, as
+    before; other bytes (Latin-1 headers, binary garbage, a NUL) as base64 behind ``MARK``,
+    which valid header text cannot start with. Text given instead of bytes is its UTF-8.
+    """
+
+    impl = Text
+    cache_ok = True
+    MARK = "\x01base64:"
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = self.MARK  # not text: stored as base64 below
+        if "\x00" in text or text.startswith(self.MARK):
+            return self.MARK + base64.b64encode(raw).decode("ascii")
+        return text
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        if value.startswith(self.MARK):
+            return base64.b64decode(value[len(self.MARK):])
+        return str(value).encode("utf-8")
 
 
 def utcnow() -> datetime:
