@@ -5,7 +5,8 @@ ticket awaits it, and the hash is the current proposal's. Above a currency's fou
 threshold two different approvers must approve the same hash: the first approval is recorded
 and the ticket keeps waiting; the second mints the token over both. A rejection by anyone
 ends it. The code is spent (used_codes), the decision row written and the ticket moved in one
-transaction; a concurrent decision makes the loser judge again on the fresh state.
+transaction; a concurrent decision makes the loser judge again on the fresh state. Two
+approvals of one proposal need two people: different names and different mailboxes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from billing_recon.domain.approval import mint_token, verify_proposal_mac
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import ApprovalRefused, ConcurrentTransition, ProposalTampered
-from billing_recon.steps.approver_identity import Identity, codes_required, identify
+from billing_recon.steps.approver_identity import (
+    Identity,
+    check_second_person,
+    codes_required,
+    identify,
+)
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.reply import reply_for
 from billing_recon.store import approvers, tickets
@@ -111,7 +117,8 @@ def _admit(deps: Deps, ticket: Ticket, decision: Decision) -> Identity | None:
     name = tickets.format_ticket_id(ticket.id)
     spent = who.step is not None and approvers.code_used(deps.sessions, who.name, ticket.id,
                                                          who.step)
-    already = who.name in approvers_of(deps, ticket.id, ticket.proposal_hash or "")
+    before = approvers_of(deps, ticket.id, ticket.proposal_hash or "")
+    already = who.name in before
     if decision.approve and already and (spent or not who.verified):
         return None  # e.g. the CLI resuming the waiting run with the decision it recorded
     if spent:
@@ -120,6 +127,8 @@ def _admit(deps: Deps, ticket: Ticket, decision: Decision) -> Identity | None:
     if decision.approve and already:
         raise ApprovalRefused(f"{who.name!r} has already approved {name}: a second, different "
                               "approver is needed")
+    if decision.approve:
+        check_second_person(deps, name, who, before)
     return who
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from billing_recon.domain import totp
+from billing_recon.domain.addresses import normalise_email
 from billing_recon.errors import ApprovalRefused, UserInputError
 from billing_recon.steps.deps import Deps
 from billing_recon.store import approvers
@@ -27,6 +28,7 @@ class Identity:
 
     name: str
     step: int | None = None  # None: the embedded default list, no code
+    email: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -47,7 +49,8 @@ def identify(deps: Deps, ticket: Ticket, name: str, code: str,
         return _on_default_list(deps, name)
     row = _enrolled(deps, name)
     _check_separation(deps, ticket, row)
-    return Identity(name, _verify(deps, row, code, time.time() if at is None else at))
+    return Identity(row.name, _verify(deps, row, code, time.time() if at is None else at),
+                    row.email)
 
 
 def _on_default_list(deps: Deps, name: str) -> Identity:
@@ -58,31 +61,48 @@ def _on_default_list(deps: Deps, name: str) -> Identity:
 
 
 def _enrolled(deps: Deps, name: str) -> Approver:
-    row = approvers.get(deps.sessions, name)
+    """The enrolled, enabled approver called ``name`` (or reached at that address)."""
+    row = approvers.find(deps.sessions, name)
     if row is None:
         hint = ("nobody is enrolled and BILLING_RECON_REQUIRE_CODE is set: enroll with "
                 "`billing-recon approvers add`" if not approvers.registered(deps.sessions)
                 else "see `billing-recon approvers list`")
         raise ApprovalRefused(f"{name!r} is not an approver: not enrolled ({hint})")
     if not row.enabled:
-        raise ApprovalRefused(f"approver {name!r} is disabled and cannot decide")
+        raise ApprovalRefused(f"approver {row.name!r} is disabled and cannot decide")
     if row.role == approvers.DEMO_ROLE and deps.settings.approval.require_code:
-        raise ApprovalRefused(f"{name!r} is a demo approver (its code is printable by anyone "
-                              "with the CLI): refused while BILLING_RECON_REQUIRE_CODE is set")
+        raise ApprovalRefused(f"{row.name!r} is a demo approver (its code is printable by "
+                              "anyone with the CLI): refused while BILLING_RECON_REQUIRE_CODE "
+                              "is set")
     return row
 
 
 def _check_separation(deps: Deps, ticket: Ticket, row: Approver) -> None:
-    """Separation of duties: nobody decides on a refund to their own address."""
-    customer_emails = {ticket.sender.strip().lower()}
+    """Separation of duties: nobody decides on a refund requested from, or owed to, their own
+    mailbox (``normalise_email``: case and +tags do not make another person)."""
+    mailboxes = {normalise_email(ticket.sender)}
     if ticket.customer_id:
         with deps.sessions() as session:
             email = session.scalar(select(Customer.email).where(
                 Customer.customer_id == ticket.customer_id))
-        customer_emails |= {email.strip().lower()} if email else set()
-    if row.email.strip().lower() in customer_emails:
+        mailboxes |= {normalise_email(email)} if email else set()
+    if normalise_email(row.email) in mailboxes:
         raise ApprovalRefused(f"{row.name!r} cannot decide on {format_ticket_id(ticket.id)}: "
                               "the customer's email is the approver's own (separation of duties)")
+
+
+def check_second_person(deps: Deps, ticket_name: str, who: Identity,
+                        approved_by: list[str]) -> None:
+    """Four-eyes means two people: an approver at the mailbox of one who already approved the
+    proposal is refused (an old registry may hold one person twice)."""
+    if who.email is None or not approved_by:
+        return
+    mine = normalise_email(who.email)
+    for other, email in approvers.emails_of(deps.sessions, approved_by).items():
+        if other != who.name and normalise_email(email) == mine:
+            raise ApprovalRefused(f"{who.name!r} and {other!r} have the same mailbox ({mine}) "
+                                  f"and cannot both approve {ticket_name}: a second, "
+                                  "different approver is needed")
 
 
 def _verify(deps: Deps, row: Approver, code: str, at: float) -> int:

@@ -2,17 +2,20 @@
 
 Secrets are sealed here on the way in and opened here on the way out, so no other module
 ever sees the stored form or has to remember to encrypt. Every change of the registry appends
-an audit row in the same transaction; nothing is ever deleted.
+an audit row in the same transaction; nothing is ever deleted. One person is one approver:
+addresses are compared as mailboxes (domain/addresses.py).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from billing_recon.domain.addresses import normalise_email
 from billing_recon.domain.sealing import SealBroken, seal, unseal
 from billing_recon.errors import UserInputError
 from billing_recon.store.models import Approver, ApproverAudit, UsedCode
@@ -22,6 +25,7 @@ DEMO_ROLE = "demo"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
+_REGISTRY_LOCK = 0x62726567  # PostgreSQL advisory lock id of registry changes ("breg")
 
 
 def _validate(name: str, email: str, role: str) -> None:
@@ -34,20 +38,43 @@ def _validate(name: str, email: str, role: str) -> None:
         raise UserInputError(f"role {role!r}: lower-case letters, digits, _ and -")
 
 
+@contextmanager
+def changing(sessions: Sessions) -> Iterator[Session]:
+    """A transaction that changes the registry, one at a time: PostgreSQL takes an advisory
+    lock, SQLite its write lock at the start. Checks made inside it (an address not enrolled)
+    still hold when it commits."""
+    with sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": _REGISTRY_LOCK})
+        yield session
+
+
+def _same_person(session: Session, email: str) -> Approver | None:
+    mailbox = normalise_email(email)
+    return next((row for row in session.scalars(select(Approver))
+                 if normalise_email(row.email) == mailbox), None)
+
+
 def add(sessions: Sessions, key: bytes, *, name: str, email: str, role: str, secret: str,
         actor: str) -> Approver:
-    """Enroll an approver (enabled) with the secret sealed under ``key``; audited."""
+    """Enroll an approver (enabled) with the secret sealed under ``key``; audited. One person,
+    one approver: a name or a mailbox (``normalise_email``) already enrolled is refused."""
     email = email.strip().lower()
     _validate(name, email, role)
-    row = Approver(name=name, email=email, role=role, secret_sealed=seal(key, secret),
-                   enabled=True)
-    try:
-        with sessions() as session, session.begin():
-            session.add(row)
-            session.add(ApproverAudit(approver=name, action="add", actor=actor,
-                                      details={"email": email, "role": role}))
-    except IntegrityError as exc:
-        raise UserInputError(f"approver {name!r} is already registered") from exc
+    with changing(sessions) as session:
+        if session.scalar(select(Approver.id).where(Approver.name == name)) is not None:
+            raise UserInputError(f"approver {name!r} is already registered")
+        if (holder := _same_person(session, email)) is not None:
+            raise UserInputError(f"{email} is the address of approver {holder.name!r} "
+                                 f"({holder.email}): one person, one approver")
+        row = Approver(name=name, email=email, role=role, secret_sealed=seal(key, secret),
+                       enabled=True)
+        session.add(row)
+        session.add(ApproverAudit(approver=name, action="add", actor=actor,
+                                  details={"email": email, "role": role}))
     return row
 
 
@@ -69,6 +96,21 @@ def get(sessions: Sessions, name: str) -> Approver | None:
     """The approver called ``name``, if registered."""
     with sessions() as session:
         return session.scalar(select(Approver).where(Approver.name == name))
+
+
+def find(sessions: Sessions, who: str) -> Approver | None:
+    """The approver called ``who``, or else the one whose mailbox ``who`` reaches."""
+    with sessions() as session:
+        row = session.scalar(select(Approver).where(Approver.name == who.strip()))
+        return row if row is not None or "@" not in who else _same_person(session, who)
+
+
+def emails_of(sessions: Sessions, names: list[str]) -> dict[str, str]:
+    """The registered address of each of ``names`` that is enrolled."""
+    with sessions() as session:
+        rows = session.execute(select(Approver.name, Approver.email).where(
+            Approver.name.in_(names)))
+        return {name: email for name, email in rows}
 
 
 def all_approvers(sessions: Sessions) -> list[Approver]:
