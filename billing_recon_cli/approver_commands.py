@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import time
 
 from billing_recon import reports, runtime
 from billing_recon.domain import totp
 from billing_recon.errors import UserInputError
-from billing_recon.store import approvers
+from billing_recon.store import approvers, code_attempts
 from billing_recon_cli.output import emit
 
 
@@ -66,8 +67,9 @@ def _approver_list(args: argparse.Namespace) -> int:
             if deps.settings.approval.require_code
             else f"the configured names decide without a code ({names})."))
         return 0
-    print(reports.table(["name", "email", "role", "enabled", "since"],
+    print(reports.table(["name", "email", "role", "enabled", "locked out", "since"],
                         [[r["name"], r["email"], r["role"], "yes" if r["enabled"] else "no",
+                          r["locked_at"][:19] if r["locked_at"] else "no",
                           r["created_at"][:10]] for r in rows]))
     return 0
 
@@ -78,17 +80,22 @@ def _approver_audit(args: argparse.Namespace) -> int:
     if args.json:
         emit(rows)
         return 0
-    print(reports.table(["at", "approver", "action", "by"],
-                        [[r["at"][:19], r["approver"], r["action"], r["actor"]] for r in rows]))
+    print(reports.table(["at", "approver", "action", "by", "details"],
+                        [[r["at"][:19], r["approver"], r["action"], r["actor"],
+                          json.dumps(r["details"], sort_keys=True)] for r in rows]))
     return 0
 
 
 def _approver_code(args: argparse.Namespace) -> int:
-    """The current code of a demo approver only: a real one's code lives on their device."""
+    """A demo approver's code, and only theirs (a real one's lives on their device): the
+    current one, or the next step's (valid already) when the current one was used."""
     deps = runtime.build()
     row = approvers.get(deps.sessions, args.name)
     if row is None or row.role != approvers.DEMO_ROLE:
         raise UserInputError(f"{args.name!r} is not a demo approver: read the code from the "
                              "authenticator app it was enrolled in")
-    print(totp.code_at(approvers.secret_of(deps.settings.approver_key(), row), time.time()))
+    now = time.time()
+    at = next((t for t in (now, now + totp.STEP_S) if not code_attempts.spent(
+        deps.sessions, row.name, totp.time_step(t))), now)
+    print(totp.code_at(approvers.secret_of(deps.settings.approver_key(), row), at))
     return 0

@@ -6,8 +6,9 @@ BillingReconError
 │   └── EmailParseError      an .eml file that cannot be parsed
 ├── IllegalTransition       a ticket state change the FSM forbids
 ├── ConcurrentTransition    the ticket moved under us (optimistic lock lost)
-├── ApprovalRefused         a decision that cannot count (approver, hash, state)
-│   └── ProposalTampered     the stored proposal's MAC does not verify
+├── ApprovalRefused         a decision that cannot count (approver, code, hash, state)
+│   ├── ProposalTampered     the stored proposal's MAC does not verify
+│   └── ApproverLocked       the approver is locked out after too many wrong one-time codes
 ├── InvalidApprovalToken    the refund worker's guard
 │   └── RefundRefused        the money would be refunded beyond what is owed (another ticket's)
 ├── SandboxUnavailable      the sandbox backend cannot run anything at all
@@ -63,11 +64,20 @@ class ConcurrentTransition(BillingReconError):
 
 
 class ApprovalRefused(BillingReconError):
-    """A decision that cannot count: unknown approver, stale hash, wrong state."""
+    """A decision that cannot count: unknown approver, wrong, spent or locked-out code, stale
+    hash, wrong state."""
 
 
 class InvalidApprovalToken(BillingReconError):
     """The refund worker refuses to move money without a valid token."""
+
+
+class ApproverLocked(ApprovalRefused):
+    """Too many wrong one-time codes: the approver is locked out until unlocked."""
+
+    def __init__(self, approver: str, message: str) -> None:
+        self.approver = approver
+        super().__init__(message)
 
 
 class ProposalTampered(ApprovalRefused):

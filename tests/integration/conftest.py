@@ -29,7 +29,8 @@ def gate(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("BILLING_RECON_GATEWAY_DB", f"sqlite:///{tmp_path}/gateway.db")
     for name in ("BILLING_RECON_GATEWAY_URL", "BILLING_RECON_LLM", "BILLING_RECON_FOUR_EYES",
                  "BILLING_RECON_REQUIRE_CODE", "BILLING_RECON_APPROVER_KEY",
-                 "BILLING_RECON_APPROVERS"):
+                 "BILLING_RECON_APPROVERS", "BILLING_RECON_MAX_WRONG_CODES",
+                 "BILLING_RECON_WRONG_CODE_WINDOW_S"):
         monkeypatch.delenv(name, raising=False)
     runtime.reset()
     yield Gate(runtime.build())

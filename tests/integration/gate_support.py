@@ -15,6 +15,7 @@ from billing_recon.domain.ticket_key import ticket_key
 from billing_recon.errors import ApprovalRefused
 from billing_recon.payments.gateway_store import GatewayStore
 from billing_recon.steps import approval_gate, money_owed
+from billing_recon.steps.approver_identity import Identity, prove
 from billing_recon.steps.deps import Deps
 from billing_recon.store import approvers, tickets
 from billing_recon.store.models import Customer, InboundEmail, Invoice, Payment, Ticket
@@ -78,10 +79,15 @@ class Gate:
             s.add(ticket)
         return ticket
 
-    def decide(self, ticket: Ticket, by: str, code: str = "", approve: bool = True) -> Ticket:
-        """Submit a decision as the CLI does."""
+    def decide(self, ticket: Ticket, by: str, code: str = "", approve: bool = True,
+               proof: Identity | None = None) -> Ticket:
+        """Submit a decision (with ``proof``: one of a command's, as the CLI does)."""
         return approval_gate.record_decision(self.deps, ticket.id, approval_gate.Decision(
-            approve, by, ticket.proposal_hash or "", "cli", code=code), f"cli:{by}")
+            approve, by, ticket.proposal_hash or "", "cli", code=code), f"cli:{by}", proof)
+
+    def prove(self, by: str, code: str) -> Identity:
+        """Check and spend a code once for a command, as the CLI does before deciding."""
+        return prove(self.deps, by, code, f"cli:{by}", {"channel": "cli"})
 
     def state(self, ticket: Ticket) -> str:
         """The ticket's current state."""
@@ -111,3 +117,9 @@ def refused(gate: Gate, ticket: Ticket, match: str, by: str, code: str = "",
     assert len(logged) == before + 1 and "code" not in logged[-1].payload
     assert gate.state(ticket) == "APPROVAL_PENDING"
 
+
+def wrong_code(secret: str) -> str:
+    """A code the approver's app shows at no step near now (so it counts as a wrong one)."""
+    near = {now_code(secret, steps) for steps in range(-3, 4)}
+    return next(code for code in ("000000", "111111", "222222", "333333", "444444",
+                                  "555555", "666666", "777777") if code not in near)

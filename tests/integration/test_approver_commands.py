@@ -12,6 +12,7 @@ import pytest
 
 from billing_recon import runtime
 from billing_recon.domain import totp
+from billing_recon.store import code_attempts
 from billing_recon_cli.main import PREFECT_DEFAULTS, main
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -61,4 +62,9 @@ def test_a_demo_approvers_code_is_printable_and_verifies(run: Run) -> None:
     assert run("approvers", "add", "dora", "--email", "dora@x.example", "--role", "demo",
                 "--totp-secret", SECRET)[0] == 0
     code, out, _ = run("approvers", "code", "dora")
-    assert code == 0 and totp.matching_step(SECRET, out.strip(), time.time()) is not None
+    step = totp.matching_step(SECRET, out.strip(), time.time())
+    assert code == 0 and step is not None
+    with runtime.build().sessions() as s, s.begin():  # dora decided with it
+        code_attempts.spend_code(s, "dora", step)
+    code, out, _ = run("approvers", "code", "dora")  # the next one, valid already
+    assert code == 0 and totp.matching_step(SECRET, out.strip(), time.time()) == step + 1

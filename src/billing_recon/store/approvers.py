@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -52,6 +53,14 @@ def changing(sessions: Sessions) -> Iterator[Session]:
         yield session
 
 
+def locked_row(session: Session, name: str) -> Approver | None:
+    """The approver's row, locked until the transaction ends: PostgreSQL locks the row, SQLite
+    takes its write lock (so call it first thing in a fresh transaction)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+    return session.scalar(select(Approver).where(Approver.name == name).with_for_update())
+
+
 def _same_person(session: Session, email: str) -> Approver | None:
     mailbox = normalise_email(email)
     return next((row for row in session.scalars(select(Approver))
@@ -89,6 +98,21 @@ def set_enabled(sessions: Sessions, name: str, enabled: bool, actor: str) -> boo
         row.enabled = enabled
         session.add(ApproverAudit(approver=name, action="enable" if enabled else "disable",
                                   actor=actor, details={}))
+    return True
+
+
+def unlock(sessions: Sessions, name: str, actor: str,
+           details: dict[str, Any] | None = None) -> bool:
+    """Clear a lockout (wrong codes before it no longer count); False when not locked."""
+    with changing(sessions) as session:
+        row = session.scalar(select(Approver).where(Approver.name == name).with_for_update())
+        if row is None:
+            raise UserInputError(f"no approver named {name!r} (billing-recon approvers list)")
+        if row.locked_at is None:
+            return False
+        row.locked_at = None
+        session.add(ApproverAudit(approver=name, action="unlock", actor=actor,
+                                  details=details or {}))
     return True
 
 
@@ -145,7 +169,8 @@ def audit(sessions: Sessions, name: str | None = None) -> list[ApproverAudit]:
 
 
 def use_code(session: Session, approver: str, ticket_id: int, step: int) -> None:
-    """Spend a code inside the caller's transaction; IntegrityError when already spent."""
+    """Record a code's decision on a ticket inside the caller's transaction; IntegrityError
+    when it already decided this ticket."""
     session.add(UsedCode(approver=approver, ticket_id=ticket_id, step=step))
     session.flush()
 
