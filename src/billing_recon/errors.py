@@ -6,7 +6,8 @@ BillingReconError
 │   └── EmailParseError      an .eml file that cannot be parsed
 ├── IllegalTransition       a ticket state change the FSM forbids
 ├── ConcurrentTransition    the ticket moved under us (optimistic lock lost)
-├── ApprovalRefused         a decision that cannot count (approver, code, hash, state)
+├── ApprovalRefused         a decision or registry change that cannot count (approver, code,
+│   │                        hash, state)
 │   ├── ProposalTampered     the stored proposal's MAC does not verify
 │   └── ApproverLocked       the approver is locked out after too many wrong one-time codes
 ├── InvalidApprovalToken    the refund worker's guard
@@ -64,8 +65,8 @@ class ConcurrentTransition(BillingReconError):
 
 
 class ApprovalRefused(BillingReconError):
-    """A decision that cannot count: unknown approver, wrong, spent or locked-out code, stale
-    hash, wrong state."""
+    """A decision (or a change of the approver registry) that cannot count: unknown approver
+    or administrator, wrong or spent code, stale hash, wrong state."""
 
 
 class InvalidApprovalToken(BillingReconError):
@@ -73,7 +74,8 @@ class InvalidApprovalToken(BillingReconError):
 
 
 class ApproverLocked(ApprovalRefused):
-    """Too many wrong one-time codes: the approver is locked out until unlocked."""
+    """Too many wrong one-time codes: the approver is locked out until an administrator
+    unlocks them."""
 
     def __init__(self, approver: str, message: str) -> None:
         self.approver = approver

@@ -1,9 +1,11 @@
-"""Enrolled approvers on the command line: a script enrolls a known secret and approves; one
-approve command spends its code once, for every ticket it decides."""
+"""Enrolled approvers on the command line: the first administrator bootstrapped, a script
+enrolls a known secret from a file (never argv) with the administrator's code, and approves;
+one approve command spends its code once, for every ticket it decides."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -16,7 +18,8 @@ from billing_recon.store.sample_data import generate
 from tests.e2e.conftest import Cli
 
 pytestmark = pytest.mark.e2e
-SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, base32
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # carol's, 160 bits, base32
+ROOT = "KRSXG5CBOBYHE33WMVZEY2LLMVKE6VCQ"  # the administrator's
 
 
 def _pending_tickets(cli: Cli, *emails: str) -> tuple[list[str], Settings]:
@@ -42,13 +45,28 @@ def _state(settings: Settings, ticket: str) -> str:
         runtime.reset()
 
 
+def _file(cli: Cli, name: str, text: str) -> str:
+    path = Path(cli.cwd) / name
+    path.write_text(text)
+    return str(path)
+
+
+def _enroll_carol(cli: Cli) -> None:
+    """Bootstrap the administrator, who enrolls carol with the secret a script knows."""
+    boot = cli.run("approvers", "bootstrap-admin", "root", "--email", "root@ops.example",
+                   "--totp-secret-file", _file(cli, "root.key", ROOT))
+    assert boot.returncode == 0, boot.stderr
+    added = cli.run("approvers", "add", "carol", "--email", "carol@finance.example",
+                    "--totp-secret-file", _file(cli, "carol.key", SECRET), "--admin", "root",
+                    "--code-file", _file(cli, "root.code", pyotp.TOTP(ROOT).now()))
+    assert added.returncode == 0, added.stderr
+    assert f"otpauth://totp/billing-recon:carol?secret={SECRET}" in added.stdout
+
+
 def test_an_enrolled_approver_decides_with_a_code_and_a_wrong_code_changes_nothing(
         cli: Cli) -> None:
     [ticket], settings = _pending_tickets(cli, "05-tax-error.eml")
-    added = cli.run("approvers", "add", "carol", "--email", "carol@finance.example",
-                    "--totp-secret", SECRET)
-    assert added.returncode == 0, added.stderr
-    assert f"otpauth://totp/billing-recon:carol?secret={SECRET}" in added.stdout
+    _enroll_carol(cli)
     totp = pyotp.TOTP(SECRET)
     wrong = "000000" if totp.now() != "000000" else "111111"
     refused = cli.run("approve", ticket, "--by", "carol", "--code", wrong)
@@ -69,9 +87,7 @@ def test_code_rate_one_approve_command_spends_its_code_once_for_all_its_tickets(
         cli: Cli) -> None:
     [first, second, third], settings = _pending_tickets(
         cli, "05-tax-error.eml", "01-price-overcharge.eml", "03-duplicate-payment.eml")
-    added = cli.run("approvers", "add", "carol", "--email", "carol@finance.example",
-                    "--totp-secret", SECRET)
-    assert added.returncode == 0, added.stderr
+    _enroll_carol(cli)
     code = pyotp.TOTP(SECRET).now()
     both = cli.run("approve", first, second, "--by", "carol", "--code", code)
     assert both.returncode == 0, both.stderr

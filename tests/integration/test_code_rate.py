@@ -84,8 +84,8 @@ def test_code_rate_eight_wrong_codes_lock_the_approver_and_the_right_one_is_refu
         assert isinstance(refusal.value, ApproverLocked) == (n >= 5), n
         assert ("now locked out" in str(refusal.value)) == (n == 5), str(refusal.value)
         assert wrong not in str(refusal.value)
-    refused(gate, ticket, "'carol' is locked out after too many wrong one-time codes",
-            "carol", now_code(secret))
+    refused(gate, ticket, "'carol' is locked out after too many wrong one-time codes; an "
+            "administrator unlocks it", "carol", now_code(secret))
     assert _actions(gate, "carol") == ["add", *["wrong_code"] * 5, "lockout"]
     assert approval_gate.decisions(gate.deps, ticket.id) == []
     lockout = approvers.audit(gate.deps.sessions, "carol")[-1]

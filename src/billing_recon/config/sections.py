@@ -114,7 +114,8 @@ class ApprovalSettings(Section):
         "(production).")
     max_wrong_codes: int = Field(
         default=5, ge=1, description="Wrong one-time codes within the wrong-code window that "
-        "lock an approver out until they are unlocked.")
+        "lock an approver (administrators too) out until an administrator unlocks them "
+        "(billing-recon approvers unlock).")
     wrong_code_window_s: float = Field(
         default=900.0, gt=0, description="Seconds over which wrong one-time codes are counted "
         "towards the lockout (15 min).")

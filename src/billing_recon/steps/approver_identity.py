@@ -4,8 +4,8 @@ Two regimes. With nobody enrolled and BILLING_RECON_REQUIRE_CODE unset, the embe
 of SPEC §6 holds (names on the configured list, no code) so a first run works. Once anyone is
 enrolled, or with the production switch on, only enrolled, enabled approvers with a verified
 code count. A code is checked by ``verify_code`` alone, whatever it is for (a decision in the
-CLI or the UI): wrong ones count towards a lockout, and an accepted one is spent once per
-approver and time step (store/code_attempts.py). Every refusal is an
+CLI or the UI, a change of the registry): wrong ones count towards a lockout, and an accepted
+one is spent once per approver and time step (store/code_attempts.py). Every refusal is an
 ApprovalRefused whose message never contains the code.
 """
 
@@ -94,8 +94,8 @@ def enrolled(deps: Deps, name: str) -> Approver:
     """The enrolled, enabled approver called ``name`` (or reached at that address)."""
     row = approvers.find(deps.sessions, name)
     if row is None:
-        hint = ("nobody is enrolled and BILLING_RECON_REQUIRE_CODE is set: enroll with "
-                "`billing-recon approvers add`" if not approvers.registered(deps.sessions)
+        hint = ("nobody is enrolled and BILLING_RECON_REQUIRE_CODE is set: see `billing-recon "
+                "approvers bootstrap-admin`" if not approvers.registered(deps.sessions)
                 else "see `billing-recon approvers list`")
         raise ApprovalRefused(f"{name!r} is not an approver: not enrolled ({hint})")
     if not row.enabled:
@@ -158,7 +158,8 @@ def verify_code(deps: Deps, row: Approver, code: str, *, actor: str, spend: bool
 
 
 def _refusal(deps: Deps, name: str, found: code_attempts.Check) -> ApprovalRefused:
-    unlock = "it stays locked out until it is unlocked"
+    unlock = (f"an administrator unlocks it: billing-recon approvers unlock {name} "
+              "--admin ADMIN")
     window = f"{deps.settings.approval.wrong_code_window_s:g} s"
     if found.outcome == "locked":
         return ApproverLocked(name, f"{name!r} is locked out after too many wrong one-time "

@@ -257,14 +257,14 @@ class Approver(Base):
 
     ``secret_sealed`` holds the secret encrypted under the approver key (domain/sealing.py);
     the plain secret exists only in memory while a code is checked. ``locked_at`` is set when
-    too many wrong codes came in (issue 14); it stays until it is cleared.
+    too many wrong codes came in (issue 14); only an administrator clears it.
     """
 
     __tablename__ = "approvers"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     email: Mapped[str] = mapped_column(String(320))  # lower-case, for separation of duties
-    role: Mapped[str] = mapped_column(String(32), default="approver")  # "demo": see approvers
+    role: Mapped[str] = mapped_column(String(32), default="approver")  # approver|admin|demo
     secret_sealed: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -19,7 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Apply this revision."""
+    """Apply this revision.
+
+    Roles need no schema change (``approvers.role`` already holds approver/demo; ``admin`` is
+    new). Nobody is an administrator after it: `billing-recon approvers bootstrap-admin`
+    enrolls the first one.
+    """
     with op.batch_alter_table('approvers', schema=None) as batch_op:
         batch_op.add_column(sa.Column(
             'locked_at', billing_recon.store.types.UTCDateTime(timezone=True), nullable=True))
