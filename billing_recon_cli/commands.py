@@ -13,7 +13,7 @@ from billing_recon import reports, runtime
 from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import ApprovalRefused, UserInputError
-from billing_recon.steps import approval_gate, presentation
+from billing_recon.steps import approval_gate, approver_identity, presentation
 from billing_recon.steps.deps import Deps
 from billing_recon.store import inbox, ledger, tickets
 from billing_recon.store.csv_loader import load_directory
@@ -112,35 +112,50 @@ def reject(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
-    """Decide each ticket in turn (one code may serve them all); 1 if any was refused."""
+    """Decide each ticket in turn; 1 if any was refused.
+
+    The code is checked and spent once for the whole command (one use however many tickets
+    it decides); a wrong one refuses them all and counts once towards the lockout.
+    """
     ids = [tickets.parse_ticket_id(t) for t in args.tickets]
     if args.hash and len(ids) > 1:
         raise UserInputError("--hash checks one proposal: give exactly one TICKET with it")
+    deps = runtime.build()
+    for ticket_id in ids:  # before the code is spent: a server refusing us, a changed proposal
+        _preflight(args, tickets.get(deps.sessions, ticket_id))
+    proof = approver_identity.prove(deps, args.by, args.code or "", f"cli:{args.by}",
+                                    {"channel": "cli", "tickets": args.tickets})
     if len(ids) == 1:
-        _decide_one(args, ids[0], approve)
+        _decide_one(args, ids[0], approve, proof)
         return 0
     refused = 0
     for ticket_id in ids:
         try:
-            _decide_one(args, ticket_id, approve)
+            _decide_one(args, ticket_id, approve, proof)
         except ApprovalRefused as exc:  # the others are still decided
             print(f"billing-recon: {exc}", file=sys.stderr, flush=True)
             refused += 1
     return 1 if refused else 0
 
 
-def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None:
+def _preflight(args: argparse.Namespace, ticket: Ticket) -> None:
     from billing_recon_cli import driver
 
-    deps = runtime.build()
-    before = tickets.get(deps.sessions, ticket_id)
-    driver.check_server_access(before)
-    digest = before.proposal_hash or ""
+    driver.check_server_access(ticket)
+    digest = ticket.proposal_hash or ""
     if args.hash and not digest.startswith(args.hash):
         raise ApprovalRefused(f"the current proposal is {digest[:12]}, not {args.hash}")
-    decision = approval_gate.Decision(approve=approve, approver=args.by, proposal_hash=digest,
-                                      channel="cli", note=args.note, code=args.code or "")
-    outcome = approval_gate.decide(deps, ticket_id, decision, f"cli:{args.by}")
+
+
+def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool,
+                proof: approver_identity.Identity) -> None:
+    deps = runtime.build()
+    before = tickets.get(deps.sessions, ticket_id)
+    _preflight(args, before)
+    decision = approval_gate.Decision(approve=approve, approver=args.by,
+                                      proposal_hash=before.proposal_hash or "", channel="cli",
+                                      note=args.note, code=args.code or "")
+    outcome = approval_gate.decide(deps, ticket_id, decision, f"cli:{args.by}", proof)
     name, after = tickets.format_ticket_id(ticket_id), outcome.ticket
     count = presentation.approvals_line(approval_gate.approval_count(deps, after))
     done = "by" if outcome.counted else "(already recorded, counted once) by"

@@ -79,23 +79,59 @@ def _decision_parsers(sub: Any) -> None:
 
 
 def _approver_parsers(sub: Any) -> None:
-    reg = sub.add_parser("approvers", help="enroll, disable, enable and list approvers")
+    reg = sub.add_parser("approvers", help="the approver registry: bootstrap the first "
+                         "administrator; enroll, disable, enable, reset, unlock; list, audit")
     asub = reg.add_subparsers(dest="approvers_command", required=True)
-    add = asub.add_parser("add", help="enroll an approver; prints the authenticator URI")
-    add.add_argument("name", metavar="NAME")
+    boot = _approvers_parser(asub, "bootstrap-admin", "enroll the first administrator (only "
+                             "while there is none); prints the authenticator URI once")
+    boot.add_argument("--email", required=True, metavar="ADDR")
+    _secret_options(boot)
+    boot.add_argument("--code-file", default=None, metavar="PATH", help="promoting an "
+                      "enrolled approver: their one-time code from PATH (- reads stdin); "
+                      "else asked on the terminal")
+    add = _approvers_parser(asub, "add", "enroll an approver; prints the authenticator URI",
+                            admin=True)
     add.add_argument("--email", required=True, metavar="ADDR")
-    add.add_argument("--role", default="approver", metavar="ROLE",
-                     help="approver (default); demo: its code is printable, for the demo only")
-    add.add_argument("--totp-secret", default=None, metavar="BASE32",
-                     help="enroll a known secret (scripts) instead of a new random one")
-    for name in ("disable", "enable", "code"):
-        what = {"code": "print the current code of a demo approver"}.get(name, f"{name} one")
-        asub.add_parser(name, help=what).add_argument("name", metavar="NAME")
+    add.add_argument("--role", default="approver", choices=("approver", "admin", "demo"),
+                     help="approver (default); admin: may change the registry; demo: its "
+                     "code is printable, for the demo only")
+    _secret_options(add)
+    _secret_options(_approvers_parser(asub, "reset", "enroll a new TOTP secret for NAME "
+                                      "(lost device); prints the URI", admin=True))
+    for name, what in (("disable", "disable NAME: it decides nothing"),
+                       ("enable", "enable NAME again"),
+                       ("unlock", "lift NAME's lockout after too many wrong codes")):
+        _approvers_parser(asub, name, what, admin=True)
+    asub.add_parser("code", help="print the current code of a demo approver").add_argument(
+        "name", metavar="NAME")
     listing = asub.add_parser("list", help="enrolled approvers (never their secrets)")
     listing.add_argument("--json", action="store_true")
-    audit = asub.add_parser("audit", help="every change of the registry, oldest first")
+    audit = asub.add_parser("audit", help="every change of the registry, wrong code, lockout "
+                            "and unlock, oldest first")
     audit.add_argument("name", nargs="?", default=None, metavar="NAME")
     audit.add_argument("--json", action="store_true")
+
+
+def _approvers_parser(asub: Any, name: str, what: str,
+                      admin: bool = False) -> argparse.ArgumentParser:
+    """A registry command on NAME; ``admin``: authorised by --admin and that admin's code.
+    No abbreviations: ``--code`` must not silently mean ``--code-file``."""
+    cmd: argparse.ArgumentParser = asub.add_parser(name, help=what, allow_abbrev=False)
+    cmd.add_argument("name", metavar="NAME")
+    if admin:
+        cmd.add_argument("--admin", required=True, metavar="ADMIN",
+                         help="the administrator authorising the change")
+        cmd.add_argument("--code-file", default=None, metavar="PATH",
+                         help="the administrator's one-time code from PATH (- reads stdin); "
+                         "else asked on the terminal")
+    return cmd
+
+
+def _secret_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--totp-secret-file", default=None, metavar="PATH",
+                     help="enroll the base32 secret in PATH (- reads stdin) instead of a new "
+                     "random one")
+    cmd.add_argument("--totp-secret", default=None, help=argparse.SUPPRESS)  # refused: ps
 
 
 def _environment(args: argparse.Namespace) -> None:

@@ -117,7 +117,7 @@ async def _ask(form: type[ApprovalForm], ticket_id: int, left: float, suspend: b
 
 async def _forget_answer(run_id: str | None, base_key: str) -> None:
     """Delete the submitted form from Prefect once it is consumed: it holds a one-time code,
-    which must not stay readable through the API (a code counts once per ticket, not once)."""
+    which must not stay readable through the API while it is still valid."""
     if run_id is None:
         return
     async with get_client() as client:

@@ -5,8 +5,10 @@ BillingReconError
 │   └── CsvLoadError         a CSV file, row and column that failed validation
 ├── IllegalTransition       a ticket state change the FSM forbids
 ├── ConcurrentTransition    the ticket moved under us (optimistic lock lost)
-├── ApprovalRefused         a decision that cannot count (approver, hash, state)
-│   └── ProposalTampered     the stored proposal's MAC does not verify
+├── ApprovalRefused         a decision or registry change that cannot count (approver, code,
+│   │                        hash, state)
+│   ├── ProposalTampered     the stored proposal's MAC does not verify
+│   └── ApproverLocked       the approver is locked out after too many wrong one-time codes
 ├── InvalidApprovalToken    the refund worker's guard
 │   └── RefundRefused        the money would be refunded beyond what is owed (another ticket's)
 ├── SandboxUnavailable      the sandbox failed to run the code (infrastructure, not the script)
@@ -58,11 +60,21 @@ class ConcurrentTransition(BillingReconError):
 
 
 class ApprovalRefused(BillingReconError):
-    """A decision that cannot count: unknown approver, stale hash, wrong state."""
+    """A decision (or a change of the approver registry) that cannot count: unknown approver
+    or administrator, wrong or spent code, stale hash, wrong state."""
 
 
 class InvalidApprovalToken(BillingReconError):
     """The refund worker refuses to move money without a valid token."""
+
+
+class ApproverLocked(ApprovalRefused):
+    """Too many wrong one-time codes: the approver is locked out until an administrator
+    unlocks them."""
+
+    def __init__(self, approver: str, message: str) -> None:
+        self.approver = approver
+        super().__init__(message)
 
 
 class ProposalTampered(ApprovalRefused):

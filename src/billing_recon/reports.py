@@ -72,6 +72,7 @@ def decision_text(row: dict[str, Any]) -> str:
 def approver_row(row: Approver) -> dict[str, Any]:
     """What may be shown of an approver: never the secret, sealed or not."""
     return {"name": row.name, "email": row.email, "role": row.role, "enabled": row.enabled,
+            "locked_at": row.locked_at.isoformat() if row.locked_at else None,
             "created_at": row.created_at.isoformat()}
 
 

@@ -36,6 +36,7 @@ from tests.e2e.paused import Background, BillingDb, final_state, paused_run, run
 pytestmark = pytest.mark.e2e
 
 SECRET = "KRSXG5CBOBYHE33WMVZEY2LLMVKE6VCQ"  # the test approver's authenticator secret (base32)
+ADMIN_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # the administrator who enrolls them
 APPROVER, APPROVER_EMAIL = "dora", "dora@finance.example"
 EMAIL = "05-tax-error.eml"  # one refund, below the four-eyes threshold: one approval suffices
 LOGS_S = 15.0  # Prefect ships run logs to the server in batches
@@ -58,8 +59,14 @@ def desk(cli: Cli) -> Iterator[Desk]:
     cli.env.update({"BILLING_RECON_DATABASE_URL": f"sqlite:///{cli.cwd / 'billing.db'}",
                     "BILLING_RECON_GATEWAY_DB": f"sqlite:///{cli.cwd / 'gateway.db'}"})
     sample = generate(cli.cwd / "sample", seed=7)
-    for args in (("load", str(sample.data_dir)), ("approvers", "add", APPROVER, "--email",
-                                                  APPROVER_EMAIL, "--totp-secret", SECRET)):
+    (cli.cwd / "root.key").write_text(ADMIN_SECRET)
+    (cli.cwd / "dora.key").write_text(SECRET)
+    (cli.cwd / "root.code").write_text(pyotp.TOTP(ADMIN_SECRET).now())
+    for args in (("load", str(sample.data_dir)),
+                 ("approvers", "bootstrap-admin", "root", "--email", "root@ops.example",
+                  "--totp-secret-file", "root.key"),
+                 ("approvers", "add", APPROVER, "--email", APPROVER_EMAIL, "--totp-secret-file",
+                  "dora.key", "--admin", "root", "--code-file", "root.code")):
         done = cli.run(*args)
         assert done.returncode == 0, done.stderr
     email = str(sample.inbox_dir / EMAIL)

@@ -21,6 +21,7 @@ from tests.flows.conftest import email, gateway_refunds, wait_for_state, wait_pa
 
 pytestmark = [pytest.mark.flows, pytest.mark.anyio]
 ONE = "Hello, INV-000001 looks wrong: the unit price is not what we agreed."  # 6.60 on PAY-1
+TWICE = "Hello, INV-000002 was charged twice."  # 18.00 on PAY-3
 
 
 def _enroll(deps: Deps, name: str) -> str:
@@ -95,3 +96,27 @@ async def test_four_eyes_takes_two_different_approvers_through_the_paused_run(
     assert len(gateway_refunds(world)) == 1
     assert [(d.approver, d.channel) for d in approval_gate.decisions(world, ticket.id)] == [
         ("carol", "cli"), ("dan", "ui")]
+
+
+async def test_code_rate_the_paused_run_refuses_a_spent_code_and_counts_wrong_ones(
+        world: Deps, tmp_path: Path) -> None:
+    """The UI's path (the paused run's form) goes through the same code check as the CLI: a
+    code that decided one ticket is refused on another, and a wrong one is audited."""
+    secret = _enroll(world, "carol")
+    run1, first = await _pending(world, email(tmp_path, "m1", "ann@example.com", ONE))
+    run2, second = await _pending(world, email(tmp_path, "m2", "ann@example.com", TWICE))
+    code = totp.code_at(secret, time.time())
+    await _answer(world, first, "carol", code, True, "refund_worker_started")
+    assert (await run1)["state"] == "CLOSED"
+    await _answer(world, second, "carol", code, True, "approval_refused")
+    refused = tickets.events(world.sessions, second.id, "approval_refused")
+    assert "this one-time code was already used" in refused[-1].payload["error"]
+    wrong = "000000" if code != "000000" else "111111"
+    await _answer(world, second, "carol", wrong, True, "approval_refused")
+    assert not run2.done() and approval_gate.decisions(world, second.id) == []
+    audit = approvers.audit(world.sessions, "carol")
+    assert [(a.action, a.actor, a.details) for a in audit[1:]] == [
+        ("wrong_code", "prefect-ui", {"ticket": tickets.format_ticket_id(second.id)})]
+    await _answer(world, second, "carol", totp.code_at(secret, time.time() + totp.STEP_S),
+                  True, "refund_worker_started")
+    assert (await run2)["state"] == "CLOSED"

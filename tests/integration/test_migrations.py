@@ -43,3 +43,14 @@ def test_a_customers_invoices_are_found_through_the_composite_index(engine: Engi
             conn.execute(text("SET LOCAL enable_seqscan = off"))
         plan = " ".join(str(row) for row in conn.execute(text(plan_sql)))
     assert "ix_invoices_customer_issued" in plan
+
+
+def test_revision_0006_downgrades_and_upgrades_again(engine: Engine) -> None:
+    command.downgrade(_alembic_config(engine), "0005")
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        assert not inspector.has_table("spent_codes")
+        assert "locked_at" not in {c["name"] for c in inspector.get_columns("approvers")}
+    migrate(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -113,6 +113,13 @@ class ApprovalSettings(Section):
     require_code: bool = Field(
         default=False, description="Refuse any decision without a verified one-time code "
         "(production).")
+    max_wrong_codes: int = Field(
+        default=5, ge=1, description="Wrong one-time codes within the wrong-code window that "
+        "lock an approver (administrators too) out until an administrator unlocks them "
+        "(billing-recon approvers unlock).")
+    wrong_code_window_s: float = Field(
+        default=900.0, gt=0, description="Seconds over which wrong one-time codes are counted "
+        "towards the lockout (15 min).")
     four_eyes: Annotated[dict[str, Annotated[Decimal, Field(ge=0)]],
                          BeforeValidator(_thresholds)] = Field(
         default_factory=dict, description="Per currency, the refund amount above which two "

@@ -4,8 +4,11 @@ A decision counts only when its approver is identified (steps/approver_identity.
 ticket awaits it, and the hash is the current proposal's. Above a currency's four-eyes
 threshold two different approvers must approve the same hash: the first approval is recorded
 and the ticket keeps waiting; the second mints the token over both. A rejection by anyone
-ends it. The code is spent (used_codes), the decision row written and the ticket moved in one
-transaction; a concurrent decision makes the loser judge again on the fresh state.
+ends it. The code is spent (spent_codes: once per approver and time step, across tickets; a
+command deciding several tickets proves it once, see ``identify``'s ``proof``), its decision
+on this ticket recorded (used_codes), the decision row written and the ticket moved in one
+transaction; a concurrent decision makes the loser judge again on the fresh state. Two
+approvals of one proposal need two people: different names and different mailboxes.
 """
 
 from __future__ import annotations
@@ -22,10 +25,15 @@ from billing_recon.domain.approval import mint_token, verify_proposal_mac
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import ApprovalRefused, ConcurrentTransition, ProposalTampered
-from billing_recon.steps.approver_identity import Identity, codes_required, identify
+from billing_recon.steps.approver_identity import (
+    Identity,
+    check_second_person,
+    codes_required,
+    identify,
+)
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.reply import reply_for
-from billing_recon.store import approvers, tickets
+from billing_recon.store import approvers, code_attempts, tickets
 from billing_recon.store.models import ApprovalDecision, Ticket
 from billing_recon.store.types import utcnow
 
@@ -104,22 +112,29 @@ def check_decision(deps: Deps, ticket: Ticket, decision: Decision) -> None:
                                "refunded")
 
 
-def _admit(deps: Deps, ticket: Ticket, decision: Decision) -> Identity | None:
+def _admit(deps: Deps, ticket: Ticket, decision: Decision, actor: str,
+           proof: Identity | None) -> Identity | None:
     """Who decides, or None for the same decision submitted again (it counted once)."""
-    who = identify(deps, ticket, decision.approver, decision.code)
+    who = identify(deps, ticket, decision.approver, decision.code, actor, proof=proof)
     check_decision(deps, ticket, decision)
     name = tickets.format_ticket_id(ticket.id)
-    spent = who.step is not None and approvers.code_used(deps.sessions, who.name, ticket.id,
-                                                         who.step)
-    already = who.name in approvers_of(deps, ticket.id, ticket.proposal_hash or "")
-    if decision.approve and already and (spent or not who.verified):
+    here = who.step is not None and approvers.code_used(deps.sessions, who.name, ticket.id,
+                                                        who.step)
+    before = approvers_of(deps, ticket.id, ticket.proposal_hash or "")
+    if decision.approve and who.name in before and (here or not who.verified):
         return None  # e.g. the CLI resuming the waiting run with the decision it recorded
-    if spent:
+    if here:
         raise ApprovalRefused(f"{who.name!r}: this one-time code was already used on {name}; "
                               "wait for the next one")
-    if decision.approve and already:
+    if decision.approve and who.name in before:
         raise ApprovalRefused(f"{who.name!r} has already approved {name}: a second, different "
                               "approver is needed")
+    if decision.approve:
+        check_second_person(deps, name, who, before)
+    if who.step is not None and not who.spent and code_attempts.spent(deps.sessions, who.name,
+                                                                      who.step):
+        raise ApprovalRefused(f"{who.name!r}: this one-time code was already used; wait for "
+                              "the next one (one command may decide several tickets with it)")
     return who
 
 
@@ -131,23 +146,27 @@ class Outcome:
     counted: bool
 
 
-def record_decision(deps: Deps, ticket_id: int, decision: Decision, actor: str) -> Ticket:
+def record_decision(deps: Deps, ticket_id: int, decision: Decision, actor: str,
+                    proof: Identity | None = None) -> Ticket:
     """Judge and record a decision (see ``decide``); the ticket after it."""
-    return decide(deps, ticket_id, decision, actor).ticket
+    return decide(deps, ticket_id, decision, actor, proof).ticket
 
 
-def decide(deps: Deps, ticket_id: int, decision: Decision, actor: str) -> Outcome:
+def decide(deps: Deps, ticket_id: int, decision: Decision, actor: str,
+           proof: Identity | None = None) -> Outcome:
     """Judge and record a decision.
 
     APPROVED (with a minted token) once enough different approvers approved,
     REJECTED_BY_APPROVER on any rejection, else still APPROVAL_PENDING with the approval
-    recorded. The same approval submitted again (same code) changes nothing. A refusal is
+    recorded. The same approval submitted again (same code) changes nothing. ``proof``: the
+    approver's identity ``approver_identity.prove`` checked (and spent the code for) once for
+    the whole command; without it the decision's code is checked and spent here. A refusal is
     logged as ``approval_refused`` and raised as ApprovalRefused.
     """
     for _ in range(ATTEMPTS):
         ticket = tickets.get(deps.sessions, ticket_id)
         try:
-            who = _admit(deps, ticket, decision)
+            who = _admit(deps, ticket, decision, actor, proof)
         except ProposalTampered as exc:
             tickets.transition(deps.sessions, ticket_id, State.ESCALATED,
                                reason=Reason.POLICY_VIOLATION, actor=actor,
@@ -184,6 +203,8 @@ def _record(deps: Deps, ticket: Ticket, decision: Decision, who: Identity,
             raise ConcurrentTransition(tickets.format_ticket_id(ticket.id))
         if who.step is not None:
             approvers.use_code(session, who.name, ticket.id, who.step)
+            if not who.spent:  # spent once for its whole command by prove()
+                code_attempts.spend_code(session, who.name, who.step)
         session.add(_row(ticket.id, decision, who))
 
     if not decision.approve:

@@ -257,36 +257,40 @@ class Approver(Base):
     """A registered approver (issue 8): a person with a role and a sealed TOTP secret.
 
     ``secret_sealed`` holds the secret encrypted under the approver key (domain/sealing.py);
-    the plain secret exists only in memory while a code is checked.
+    the plain secret exists only in memory while a code is checked. ``locked_at`` is set when
+    too many wrong codes came in (issue 14); only an administrator clears it.
     """
 
     __tablename__ = "approvers"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     email: Mapped[str] = mapped_column(String(320))  # lower-case, for separation of duties
-    role: Mapped[str] = mapped_column(String(32), default="approver")  # "demo": see approvers
+    role: Mapped[str] = mapped_column(String(32), default="approver")  # approver|admin|demo
     secret_sealed: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     def __repr__(self) -> str:
         return f"Approver(name={self.name!r}, role={self.role!r}, enabled={self.enabled!r})"
 
 
 class ApproverAudit(Base):
-    """Append-only history of the approver registry: who added, disabled or enabled whom."""
+    """Append-only history of the approver registry: who changed whom (``actor`` did ``action``
+    to ``approver``), and every wrong one-time code, lockout and unlock."""
 
     __tablename__ = "approver_audit"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     approver: Mapped[str] = mapped_column(String(200), index=True)
-    action: Mapped[str] = mapped_column(String(16))  # "add" | "disable" | "enable"
+    action: Mapped[str] = mapped_column(String(16))  # add, disable, wrong_code, lockout...
     actor: Mapped[str] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # never the secret
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class UsedCode(Base):
-    """A one-time code that counted: once per approver, ticket and time step (replay guard)."""
+    """A spent code's decision on one ticket: a resubmission of the same decision (the CLI
+    resuming the waiting run) is recognised by it and counts once."""
 
     __tablename__ = "used_codes"
     __table_args__ = (UniqueConstraint("approver", "ticket_id", "step"),)
@@ -295,3 +299,15 @@ class UsedCode(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     step: Mapped[int] = mapped_column(Integer)  # RFC 6238 time step T of the code
     used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SpentCode(Base):
+    """A one-time code accepted: once per approver and time step, whatever it was for (one
+    command deciding several tickets spends it once; see steps/approval_gate.py)."""
+
+    __tablename__ = "spent_codes"
+    __table_args__ = (UniqueConstraint("approver", "step"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    approver: Mapped[str] = mapped_column(String(200))
+    step: Mapped[int] = mapped_column(Integer)  # RFC 6238 time step T of the code
+    spent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
