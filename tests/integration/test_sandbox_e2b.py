@@ -170,8 +170,10 @@ def test_e2b_script_exception_named_like_a_server_error_stays_the_scripts(fake: 
 @pytest.mark.parametrize("code", ["for i in range(1000):\n    display(i)\n",
                                   "display('x' * 8_000_000)\n"], ids=["many", "large"])
 def test_e2b_display_results_beyond_the_caps_stop_the_run(fake: FakeE2B, code: str) -> None:
-    # display() output is result events: the in-sandbox cap of stdout never sees it.
-    result = e2b(fake).run(code + "print('finished')\n", {})
+    # display() output is result events: the in-sandbox cap of stdout never sees it. The
+    # script goes on a second later: the client has stopped reading by then (under load the
+    # kernel's 0.2 s output batching could otherwise send 'finished' in the flood's chunk).
+    result = e2b(fake).run(code + "import time\ntime.sleep(1)\nprint('finished')\n", {})
 
     assert result.error is not None and result.error.name == "OutputFlood"
     assert "finished" not in result.stdout
