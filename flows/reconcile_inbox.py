@@ -15,6 +15,7 @@ from billing_recon_tasks.context import in_deployment
 from billing_recon_tasks.fanout import start_ticket_run, sweep_overdue
 from billing_recon_tasks.intake import open_ticket, open_tickets_from_table
 from billing_recon_tasks.progress import Progress
+from billing_recon_tasks.runtime import host_path
 from billing_recon_tasks.settle import settled
 
 
@@ -76,13 +77,15 @@ async def reconcile_inbox(
 
     Args:
         inbox: Folder of .eml files on the worker; each email without a ticket becomes one.
+            Deployed, a relative folder is taken under BILLING_RECON_INBOX_ROOT (default:
+            BILLING_RECON_HOME) on the worker's host.
         email_paths: Explicit .eml paths, instead of or besides the folder.
         from_table: Also take stored emails without a ticket from the inbound-email table.
         approval_wait_s: Seconds a local run waits for each decision (at most 30 days);
             deployed runs suspend instead and free their worker.
     """
     await sweep_overdue()
-    ids = await _open_all(inbox, email_paths, from_table)
+    ids = await _open_all(host_path(inbox), email_paths, from_table)
     progress = await Progress.start(len(ids), "tickets started")
     if in_deployment():
         return await _fan_out(ids, approval_wait_s, progress)

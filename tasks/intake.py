@@ -6,14 +6,15 @@ from prefect import task
 
 from billing_recon.steps import intake
 from billing_recon_tasks.options import ACTOR, STEP
-from billing_recon_tasks.runtime import deps, in_thread
+from billing_recon_tasks.runtime import deps, host_path, in_thread
 
 
 @task(name="open_ticket", **STEP)
 async def open_ticket(email_path: str) -> int:
     """The ticket id of this email (a new ticket, or the one it already has)."""
-    raw = await in_thread(intake.read_email, email_path)
-    opened = await in_thread(intake.open_ticket, deps(), raw, email_path)
+    path = host_path(email_path)
+    raw = await in_thread(intake.read_email, path)
+    opened = await in_thread(intake.open_ticket, deps(), raw, path)
     return opened.ticket.id
 
 
