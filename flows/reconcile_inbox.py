@@ -12,7 +12,7 @@ from pydantic import Field
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_tasks.context import in_deployment
-from billing_recon_tasks.fanout import start_ticket_run, sweep_overdue
+from billing_recon_tasks.fanout import TicketRuns, sweep_overdue
 from billing_recon_tasks.intake import open_ticket, open_tickets_from_table
 from billing_recon_tasks.progress import Progress
 from billing_recon_tasks.runtime import host_path
@@ -53,10 +53,11 @@ async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[A
 
 
 async def _fan_out(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
-    """One process-ticket deployment run per ticket: workers run them, suspended ones wait."""
-    started = []
+    """One process-ticket deployment run per ticket, executed in this process one after
+    another (tasks.fanout); a waiting ticket's run suspends, and a worker resumes it."""
+    runs, started = await TicketRuns.start(process_ticket), []
     for ticket_id in ids:
-        started.append(await start_ticket_run(ticket_id, wait_s))
+        started.append(await runs.run(ticket_id, wait_s))
         await progress.advance()
     return started
 
@@ -70,10 +71,11 @@ async def reconcile_inbox(
 ) -> list[dict[str, Any]]:
     """Open one ticket per new email in arrival order, then run each ticket's flow.
 
-    Deployed, every ticket gets its own process-ticket run on the work pool (a ticket waiting
-    for approval is suspended and holds no worker); locally, tickets run as subflows admitted
-    one after another. Either way a ticket waiting for approval never holds up the next one,
-    and approval-pending tickets past their deadline are escalated first.
+    Deployed, every ticket gets its own process-ticket run, executed in this run's process
+    one after another (a ticket waiting for approval is suspended and holds no process; a
+    worker runs the rest once it is decided); locally, tickets run as subflows admitted one
+    after another. Either way a ticket waiting for approval never holds up the next one, and
+    approval-pending tickets past their deadline are escalated first.
 
     Args:
         inbox: Folder of .eml files on the worker; each email without a ticket becomes one.

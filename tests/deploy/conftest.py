@@ -285,10 +285,27 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: flo
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
 
 
-def worker_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
-    """CPU seconds used so far by the workers and the flow-run processes they reaped."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for proc in procs:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and every live process below it; children that exited and
+    were reaped count through their parent's cutime/cstime."""
+    total, tick, pending = 0.0, os.sysconf("SC_CLK_TCK"), [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            threads = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:  # ended meanwhile: its parent counts it once it reaps it
+            continue
         total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+        for thread in threads:  # a child belongs to the thread that forked it
+            try:
+                pending.extend(int(c) for c in (thread / "children").read_text().split())
+            except OSError:
+                continue
     return total
+
+
+def worker_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds used so far by the workers and their flow-run processes (a batch process
+    may still be running its exit when the batch is reported complete)."""
+    return sum(_tree_cpu_seconds(proc.pid) for proc in procs)

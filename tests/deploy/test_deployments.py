@@ -277,8 +277,9 @@ def _report(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], 
 def test_triggered_batch_on_two_workers_ends_as_the_ground_truth_says(
         stack: Stack, batch: Batch, request: pytest.FixtureRequest,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """The batch is run by a process worker and fans out: each ticket gets its own
-    process-ticket run (not a subflow), waiting tickets are suspended (no process held)."""
+    """The batch is run by a process worker, and each ticket gets its own process-ticket run
+    (not a subflow) executed in the batch's process: no worker starts a process for a ticket;
+    waiting tickets are suspended (no process held)."""
     assert batch.run.work_pool_name == POOL and batch.run.infrastructure_pid
     truth = {k: v for k, v in batch.emails.ground_truth.items() if k != HELD_BACK}
     assert len(truth) == 18 * COPIES - 1  # every email of the copies but the held-back one
@@ -286,13 +287,13 @@ def test_triggered_batch_on_two_workers_ends_as_the_ground_truth_says(
     for name, ticket in batch.found.items():
         assert ticket.state == truth[name]["expected_state"], (name, ticket.state, ticket.reason)
         assert matches(truth[name], ticket), (name, ticket.proposal)
-    _assert_one_run_per_ticket(stack, batch.found)
+    _assert_one_run_per_ticket(stack, batch.found, batch.run)
     _report(request, capsys, f"batch of {len(truth)} emails on {WORKERS} workers: "
             f"{batch.wall_s} s wall, {batch.worker_cpu_s} s CPU in workers and flow runs",
             batch_wall_s=batch.wall_s, batch_worker_cpu_s=batch.worker_cpu_s)
 
 
-def _assert_one_run_per_ticket(stack: Stack, found: dict[str, Ticket]) -> None:
+def _assert_one_run_per_ticket(stack: Stack, found: dict[str, Ticket], batch: FlowRun) -> None:
     with stack.client() as client:
         ticket_deployment = client.read_deployment_by_name("process-ticket/process-ticket")
     for name, ticket in found.items():
@@ -301,6 +302,8 @@ def _assert_one_run_per_ticket(stack: Stack, found: dict[str, Ticket]) -> None:
         (run,) = runs
         assert run.deployment_id == ticket_deployment.id, name
         assert run.parent_task_run_id is None, name  # its own run: suspendable
+        # executed by the batch in its own process, not started by a worker
+        assert f"batch:{batch.id}" in run.tags and not run.infrastructure_pid, name
         assert run.state is not None
         if ticket.state == State.APPROVAL_PENDING.value:
             assert run.state.is_paused() and run.state.name == "Suspended", (name, run.state)
@@ -353,8 +356,10 @@ def test_cli_approvals_refund_every_pending_ticket_exactly_once(
     assert len({(r["ticket_id"], r["payment_id"]) for r in rows}) == len(rows)
     gateway = _gateway_refunds(stack)
     assert sorted(gateway) == sorted(r["gateway_refund_id"] for r in rows)
-    assert all(r.state is not None and r.state.is_completed()
-               for t in found.values() for r in _ticket_runs(stack, t))
+    resumed = [r for t in found.values() for r in _ticket_runs(stack, t)]
+    assert all(r.state is not None and r.state.is_completed() for r in resumed)
+    # the approval path as before: a worker ran each resumed run in a process of its own
+    assert all(r.infrastructure_pid for r in resumed)
     _report(request, capsys, f"{len(names)} CLI approvals to refunds: {wall} s wall",
             approvals_wall_s=wall)
 
