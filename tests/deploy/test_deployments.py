@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -126,6 +127,27 @@ def test_prefect_yaml_has_no_unknown_keys() -> None:
         for trigger in deployment.get("triggers", []):
             parsed = triggers.validate_python(trigger)
             assert not _unknown(trigger, type(parsed)), trigger
+
+
+# What a ticket run imports only when it reaches the step that needs it.
+STEP_MODULES = ("pandas", "numpy", "billing_recon.steps.retrieval",
+                "billing_recon.steps.reconciliation", "billing_recon.agents.analysis",
+                "billing_recon.steps.refund_worker")
+
+
+def test_loading_the_ticket_flow_imports_no_step_it_has_not_reached(tmp_path: Path) -> None:
+    """A worker starts a new interpreter for every run it executes (a ticket run resumed
+    after a decision): loading the process-ticket entrypoint, as the engine does, imports no
+    retrieval, reconciliation (pandas, the analysis agent) or refund code; a run imports a
+    step's code when it takes that step."""
+    entrypoint = _deployments()["process-ticket"]["entrypoint"]
+    code = ("import sys\nfrom prefect.flows import load_flow_from_entrypoint\n"
+            f"load_flow_from_entrypoint({entrypoint!r}, use_placeholder_flow=False)\n"
+            f"print(','.join(m for m in {STEP_MODULES!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
 
 
 # --- deployed -----------------------------------------------------------------------------
