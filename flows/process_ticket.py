@@ -25,34 +25,54 @@ from billing_recon.store.models import Ticket
 from billing_recon_tasks.approval import wait_for_decision
 from billing_recon_tasks.budget import escalate_over_budget, hold_for_breaker
 from billing_recon_tasks.events import emit_escalated
-from billing_recon_tasks.intake import open_ticket, triage_email
-from billing_recon_tasks.reconcile import (
-    advance_analyzed,
-    escalate,
-    reconcile,
-    trip_circuit_breaker,
-    verify_proposal,
-)
-from billing_recon_tasks.refund import draft_reply, execute_refund, record_refunds
-from billing_recon_tasks.retrieval import fetch_invoices
+from billing_recon_tasks.intake import open_ticket
 from billing_recon_tasks.runtime import deps, in_thread
 
+# The tasks of each step are imported when a run first takes that step, not with this module:
+# a worker starts a new interpreter for every run it executes (a run resumed after a decision),
+# and such a run should not load the triage, retrieval or reconciliation code (pandas, the
+# sandbox, the model) it never reaches.
 
-async def _reconcile(ticket_id: int) -> None:
+
+async def _triage(ticket: Ticket) -> object:
+    from billing_recon_tasks.intake import triage_email
+
+    return await triage_email(ticket.id)
+
+
+async def _fetch(ticket: Ticket) -> object:
+    from billing_recon_tasks.retrieval import fetch_invoices
+
+    return await fetch_invoices(ticket.id)
+
+
+async def _reconcile(ticket: Ticket) -> None:
+    from billing_recon_tasks.reconcile import reconcile, trip_circuit_breaker, verify_proposal
+
     try:
-        summary = await reconcile(ticket_id)
+        summary = await reconcile(ticket.id)
     except (BudgetExceeded, GlobalBreakerOpen, ModelUnavailable, SandboxUnavailable):
         raise  # the budget and the breaker are the step loop's; an outage fails the run
     except Exception as exc:
         # The 4th failed attempt trips the circuit breaker: no further model call.
-        await trip_circuit_breaker(ticket_id, str(exc))
+        await trip_circuit_breaker(ticket.id, str(exc))
         return
-    await verify_proposal(ticket_id, summary)
+    await verify_proposal(ticket.id, summary)
 
 
-async def _refund(ticket_id: int, ticket_key: str) -> None:
+async def _conclude(ticket: Ticket) -> object:
+    from billing_recon_tasks.reconcile import advance_analyzed
+
+    return await advance_analyzed(ticket.id)
+
+
+async def _refund(ticket: Ticket) -> None:
+    from billing_recon_tasks.reconcile import escalate
+    from billing_recon_tasks.refund import execute_refund, record_refunds
+
+    ticket_id = ticket.id
     try:
-        results = await execute_refund(ticket_id, ticket_key)
+        results = await execute_refund(ticket_id, ticket.ticket_key or "")
     except RefundRefused as exc:  # money owed once: another ticket holds or refunded it
         await escalate(ticket_id, Reason.POLICY_VIOLATION.value,
                        {"error": str(exc), "other_tickets": exc.others, **exc.details})
@@ -67,15 +87,21 @@ async def _refund(ticket_id: int, ticket_key: str) -> None:
     await record_refunds(ticket_id, results)
 
 
+async def _close(ticket: Ticket) -> object:
+    from billing_recon_tasks.refund import draft_reply
+
+    return await draft_reply(ticket.id)
+
+
 # The core's table (steps/machine.py) says which step advances a state; this says which
 # tasks run it. DECIDE waits for a human and is handled in _step.
 STEPS: dict[Step, Callable[[Ticket], Awaitable[object]]] = {
-    Step.TRIAGE: lambda t: triage_email(t.id),
-    Step.FETCH: lambda t: fetch_invoices(t.id),
-    Step.RECONCILE: lambda t: _reconcile(t.id),
-    Step.CONCLUDE: lambda t: advance_analyzed(t.id),
-    Step.REFUND: lambda t: _refund(t.id, t.ticket_key or ""),
-    Step.CLOSE: lambda t: draft_reply(t.id),
+    Step.TRIAGE: _triage,
+    Step.FETCH: _fetch,
+    Step.RECONCILE: _reconcile,
+    Step.CONCLUDE: _conclude,
+    Step.REFUND: _refund,
+    Step.CLOSE: _close,
 }
 
 

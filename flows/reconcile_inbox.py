@@ -13,9 +13,10 @@ from billing_recon.errors import UserInputError
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_tasks.context import in_deployment
-from billing_recon_tasks.fanout import start_ticket_run, sweep_overdue
+from billing_recon_tasks.fanout import TicketRuns, sweep_overdue
 from billing_recon_tasks.intake import open_ticket, open_tickets_from_table
 from billing_recon_tasks.progress import Progress
+from billing_recon_tasks.runtime import host_path
 from billing_recon_tasks.settle import settled
 
 
@@ -64,10 +65,11 @@ async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[A
 
 
 async def _fan_out(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
-    """One process-ticket deployment run per ticket: workers run them, suspended ones wait."""
-    started = []
+    """One process-ticket deployment run per ticket, executed in this process one after
+    another (tasks.fanout); a waiting ticket's run suspends, and a worker resumes it."""
+    runs, started = await TicketRuns.start(process_ticket), []
     for ticket_id in ids:
-        started.append(await start_ticket_run(ticket_id, wait_s))
+        started.append(await runs.run(ticket_id, wait_s))
         await progress.advance()
     return started
 
@@ -81,20 +83,23 @@ async def reconcile_inbox(
 ) -> list[dict[str, Any]]:
     """Open one ticket per new email in arrival order, then run each ticket's flow.
 
-    Deployed, every ticket gets its own process-ticket run on the work pool (a ticket waiting
-    for approval is suspended and holds no worker); locally, tickets run as subflows admitted
-    one after another. Either way a ticket waiting for approval never holds up the next one,
-    and approval-pending tickets past their deadline are escalated first.
+    Deployed, every ticket gets its own process-ticket run, executed in this run's process
+    one after another (a ticket waiting for approval is suspended and holds no process; a
+    worker runs the rest once it is decided); locally, tickets run as subflows admitted one
+    after another. Either way a ticket waiting for approval never holds up the next one, and
+    approval-pending tickets past their deadline are escalated first.
 
     Args:
         inbox: Folder of .eml files on the worker; each email without a ticket becomes one.
+            Deployed, a relative folder is taken under BILLING_RECON_INBOX_ROOT (default:
+            BILLING_RECON_HOME) on the worker's host.
         email_paths: Explicit .eml paths, instead of or besides the folder.
         from_table: Also take stored emails without a ticket from the inbound-email table.
         approval_wait_s: Seconds a local run waits for each decision (at most 30 days);
             deployed runs suspend instead and free their worker.
     """
     await sweep_overdue()
-    opened = await _open_all(inbox, email_paths, from_table)
+    opened = await _open_all(host_path(inbox), email_paths, from_table)
     ids = [entry for entry in opened if isinstance(entry, int)]
     progress = await Progress.start(len(ids), "tickets started")
     if in_deployment():

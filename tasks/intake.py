@@ -6,14 +6,14 @@ from prefect import task
 
 from billing_recon.steps import intake
 from billing_recon_tasks.options import ACTOR, STEP
-from billing_recon_tasks.runtime import deps, in_thread
+from billing_recon_tasks.runtime import deps, host_path, in_thread
 
 
 @task(name="open_ticket", **STEP)
 async def open_ticket(email_path: str) -> int:
     """The ticket id of this email (a new ticket, or the one it already has; REJECTED at once
     when the email is refused at intake)."""
-    return (await in_thread(intake.open_file, deps(), email_path)).ticket.id
+    return (await in_thread(intake.open_file, deps(), host_path(email_path))).ticket.id
 
 
 @task(name="triage_email", **STEP)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import ParamSpec, TypeVar, overload
 
 from billing_recon import runtime
 from billing_recon.config import Settings, load
@@ -75,3 +76,20 @@ def forget_block_settings() -> None:
 async def in_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run blocking core code off the event loop so paused tickets never block others."""
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+@overload
+def host_path(path: str) -> str: ...
+@overload
+def host_path(path: None) -> None: ...
+def host_path(path: str | None) -> str | None:
+    """A path a run was given, on this host. A deployed run starts in a worker's new temporary
+    folder, so a relative path is taken under the inbox root (``orchestration.inbox_root``,
+    else the home folder) there; a local run keeps it relative to its working directory."""
+    if path is None or not in_deployment():
+        return path
+    given = Path(path).expanduser()
+    if given.is_absolute():
+        return str(given)
+    settings = deps().settings
+    return str((settings.orchestration.inbox_root or settings.home).expanduser() / given)

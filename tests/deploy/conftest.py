@@ -1,5 +1,9 @@
 """The production shape on loopback: a Prefect server on PostgreSQL, the deployments of
-deployments/prefect.yaml, and process workers started from the repo root.
+deployments/prefect.yaml, and process workers started elsewhere than the deploying checkout.
+
+`prefect deploy` runs from a copy of the checkout that is deleted right after, and the workers
+start in an empty folder of their own: they have only the installed package (this
+virtualenv's), as a worker on another machine would.
 
 Everything is started here as real processes and stopped by pid; the billing data, the
 payment gateway and the Prefect server each get a fresh PostgreSQL database, dropped after.
@@ -8,6 +12,7 @@ payment gateway and the Prefect server each get a fresh PostgreSQL database, dro
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,9 +118,10 @@ class Stack:
     gateway_url: str
     tmp: Path
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run ``prefect ...`` or ``billing-recon ...`` from the repo root, as an operator."""
-        return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=REPO, env=self.env,
+    def run(self, *args: str, timeout: float = 120,
+            cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+        """Run ``prefect ...`` or ``billing-recon ...`` (from the repo root), as an operator."""
+        return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=self.env,
                               text=True, capture_output=True, timeout=timeout, check=False)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
@@ -172,6 +178,8 @@ def stack(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
                 "BILLING_RECON_GATEWAY_DB": dbs.url(dbs.create("deploy_gateway"),
                                                     "postgresql+psycopg"),
                 "BILLING_RECON_HOME": str(tmp / "billing-home"),
+                # Relative inbox folders and email paths of deployed runs are taken here.
+                "BILLING_RECON_INBOX_ROOT": str(tmp / "mail"),
                 "BILLING_RECON_PAUSE_POLL_S": "1"})
     try:
         wait_healthy(api_url, server)
@@ -209,10 +217,19 @@ def _scheduled_batches(stack: Stack) -> list[FlowRun]:
 
 @pytest.fixture(scope="module")
 def deployed(stack: Stack, work_pool: str) -> Deployed:
-    """`prefect deploy --all` from the repo root, non-interactive; then up to 20 s for the
-    scheduler (it looks at new deployments every 5 s) to create the cron's next batch runs."""
+    """`prefect deploy --all`, non-interactive, from a deployer's checkout (a copy of the
+    repo's tracked files) that is deleted right after: nothing may depend on where it was.
+    Then up to 20 s for the scheduler (it looks at new deployments every 5 s) to create the
+    cron's next batch runs."""
+    checkout = stack.tmp / "deployer-checkout"
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, checkout / name)
     done = stack.run("prefect", "--no-prompt", "deploy", "--all", "--prefect-file",
-                     PREFECT_FILE)
+                     PREFECT_FILE, cwd=checkout)
+    shutil.rmtree(checkout)
     scheduled: list[FlowRun] = []
     deadline = time.monotonic() + 20
     while done.returncode == 0 and not scheduled and time.monotonic() < deadline:
@@ -232,17 +249,20 @@ def _pause_schedule(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def workers(stack: Stack, deployed: Deployed) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``WORKERS`` process workers started from the repo root, stopped by pid afterwards."""
+    """``WORKERS`` process workers started in an empty folder of their own (not a checkout),
+    stopped by pid afterwards."""
     assert deployed.process.returncode == 0, deployed.process.stdout + deployed.process.stderr
     _pause_schedule(stack)
     env = {**stack.env, **WORKER_SETTINGS}
+    home = stack.tmp / "worker-home"
+    home.mkdir()
     procs = []
     for number in range(WORKERS):
         log = (stack.tmp / f"worker-{number}.log").open("wb")
         procs.append(subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name",
              f"worker-{number}", "--limit", str(WORKER_LIMIT)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         log.close()
     try:
         yield procs
@@ -265,10 +285,27 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: flo
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
 
 
-def worker_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
-    """CPU seconds used so far by the workers and the flow-run processes they reaped."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for proc in procs:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and every live process below it; children that exited and
+    were reaped count through their parent's cutime/cstime."""
+    total, tick, pending = 0.0, os.sysconf("SC_CLK_TCK"), [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            threads = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:  # ended meanwhile: its parent counts it once it reaps it
+            continue
         total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+        for thread in threads:  # a child belongs to the thread that forked it
+            try:
+                pending.extend(int(c) for c in (thread / "children").read_text().split())
+            except OSError:
+                continue
     return total
+
+
+def worker_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds used so far by the workers and their flow-run processes (a batch process
+    may still be running its exit when the batch is reported complete)."""
+    return sum(_tree_cpu_seconds(proc.pid) for proc in procs)

@@ -1,11 +1,13 @@
 """deployments/prefect.yaml as operations run it: deployed with `prefect deploy --all` to a
-Prefect server on PostgreSQL, executed by process workers started from the repo root."""
+Prefect server on PostgreSQL from a checkout that is gone afterwards, executed by process
+workers started in a folder of their own with only the installed package."""
 
 from __future__ import annotations
 
 import inspect
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -79,17 +81,21 @@ def _deployments() -> dict[str, dict[str, Any]]:
 # --- the file itself --------------------------------------------------------------------------
 
 
-def test_every_entrypoint_loads_strictly_into_its_flow(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_entrypoint_loads_strictly_into_its_flow(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
     """Prefect's own loader, without the placeholder flow `prefect deploy` falls back to when
-    an import fails, from the repo root, as the worker does after the pull step."""
-    monkeypatch.chdir(REPO)
+    an import fails, from a folder that is no checkout, as a worker runs it: the entrypoints
+    are module paths of the installed package (no colon: Prefect 3.8 imports those without
+    any pull step or working directory)."""
+    monkeypatch.chdir(tmp_path)
     for name, deployment in _deployments().items():
         entrypoint = deployment["entrypoint"]
+        assert ":" not in entrypoint and entrypoint.startswith("billing_recon_flows."), name
         flow: Flow[Any, Any] = load_flow_from_entrypoint(entrypoint,
                                                          use_placeholder_flow=False)
         assert flow.name == FLOWS[name], entrypoint
         # One public flow per file, the file named after the flow (never after a library).
-        assert Path(entrypoint.split(":")[0]).stem == flow.name.replace("-", "_"), entrypoint
+        assert entrypoint.split(".")[-2] == flow.name.replace("-", "_"), entrypoint
     assert set(_deployments()) == set(FLOWS)
 
 
@@ -113,7 +119,7 @@ def test_prefect_yaml_has_no_unknown_keys() -> None:
     # `definitions` only holds the YAML anchors (Prefect's documented convention).
     assert not _unknown(spec, PrefectYamlModel, frozenset({"definitions"}))
     PrefectYamlModel.model_validate(spec)
-    _check_steps(spec["build"] + spec["pull"])
+    _check_steps((spec.get("build") or []) + (spec.get("pull") or []))
     triggers = TypeAdapter(DeploymentTriggerTypes)
     for deployment in spec["deployments"]:
         assert not _unknown(deployment, DeploymentConfig), deployment["name"]
@@ -121,6 +127,27 @@ def test_prefect_yaml_has_no_unknown_keys() -> None:
         for trigger in deployment.get("triggers", []):
             parsed = triggers.validate_python(trigger)
             assert not _unknown(trigger, type(parsed)), trigger
+
+
+# What a ticket run imports only when it reaches the step that needs it.
+STEP_MODULES = ("pandas", "numpy", "billing_recon.steps.retrieval",
+                "billing_recon.steps.reconciliation", "billing_recon.agents.analysis",
+                "billing_recon.steps.refund_worker")
+
+
+def test_loading_the_ticket_flow_imports_no_step_it_has_not_reached(tmp_path: Path) -> None:
+    """A worker starts a new interpreter for every run it executes (a ticket run resumed
+    after a decision): loading the process-ticket entrypoint, as the engine does, imports no
+    retrieval, reconciliation (pandas, the analysis agent) or refund code; a run imports a
+    step's code when it takes that step."""
+    entrypoint = _deployments()["process-ticket"]["entrypoint"]
+    code = ("import sys\nfrom prefect.flows import load_flow_from_entrypoint\n"
+            f"load_flow_from_entrypoint({entrypoint!r}, use_placeholder_flow=False)\n"
+            f"print(','.join(m for m in {STEP_MODULES!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
 
 
 # --- deployed -----------------------------------------------------------------------------
@@ -139,9 +166,10 @@ def test_deploy_all_creates_three_deployments_with_the_schedule_and_the_trigger(
     assert [s.schedule for s in batch.schedules] == [
         CronSchedule(cron=spec_cron["cron"], timezone=spec_cron["timezone"])]
     assert not found["process-ticket"].schedules and not found["on-escalation"].schedules
-    # The pull step points the runs at this checkout, recorded at deploy time.
-    assert batch.pull_steps == [{"prefect.deployments.steps.set_working_directory":
-                                 {"directory": str(REPO)}}]
+    # Nothing points a run at the deployer's checkout (deleted by now): no pull step, no path.
+    for deployment in found.values():
+        assert not deployment.pull_steps and not deployment.path, deployment.name
+        assert str(stack.tmp) not in deployment.model_dump_json(), deployment.name
     (automation,) = automations
     assert automation.trigger.expect == {ESCALATED}  # type: ignore[union-attr]
     (action,) = automation.actions
@@ -233,12 +261,12 @@ def _runs_idle(stack: Stack, found: dict[str, Ticket]) -> Callable[[], bool]:
 def emails(stack: Stack) -> SampleSet:
     """COPIES non-colliding copies of the sample set (18 emails each), loaded with
     `billing-recon load`. One pending email is held back from the batch for the escalation
-    test."""
+    test, in a folder under the workers' inbox root."""
     data = replicate(stack.tmp / "copies", copies=COPIES)
     done = stack.run("billing-recon", "load", str(data.data_dir))
     assert done.returncode == 0, done.stderr
-    held = stack.tmp / "held-back"
-    held.mkdir()
+    held = Path(stack.env["BILLING_RECON_INBOX_ROOT"]) / "held-back"
+    held.mkdir(parents=True)
     (data.inbox_dir / HELD_BACK).rename(held / HELD_BACK)
     return data
 
@@ -271,8 +299,9 @@ def _report(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], 
 def test_triggered_batch_on_two_workers_ends_as_the_ground_truth_says(
         stack: Stack, batch: Batch, request: pytest.FixtureRequest,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """The batch is run by a process worker and fans out: each ticket gets its own
-    process-ticket run (not a subflow), waiting tickets are suspended (no process held)."""
+    """The batch is run by a process worker, and each ticket gets its own process-ticket run
+    (not a subflow) executed in the batch's process: no worker starts a process for a ticket;
+    waiting tickets are suspended (no process held)."""
     assert batch.run.work_pool_name == POOL and batch.run.infrastructure_pid
     truth = {k: v for k, v in batch.emails.ground_truth.items() if k != HELD_BACK}
     assert len(truth) == 18 * COPIES - 1  # every email of the copies but the held-back one
@@ -280,13 +309,13 @@ def test_triggered_batch_on_two_workers_ends_as_the_ground_truth_says(
     for name, ticket in batch.found.items():
         assert ticket.state == truth[name]["expected_state"], (name, ticket.state, ticket.reason)
         assert matches(truth[name], ticket), (name, ticket.proposal)
-    _assert_one_run_per_ticket(stack, batch.found)
+    _assert_one_run_per_ticket(stack, batch.found, batch.run)
     _report(request, capsys, f"batch of {len(truth)} emails on {WORKERS} workers: "
             f"{batch.wall_s} s wall, {batch.worker_cpu_s} s CPU in workers and flow runs",
             batch_wall_s=batch.wall_s, batch_worker_cpu_s=batch.worker_cpu_s)
 
 
-def _assert_one_run_per_ticket(stack: Stack, found: dict[str, Ticket]) -> None:
+def _assert_one_run_per_ticket(stack: Stack, found: dict[str, Ticket], batch: FlowRun) -> None:
     with stack.client() as client:
         ticket_deployment = client.read_deployment_by_name("process-ticket/process-ticket")
     for name, ticket in found.items():
@@ -295,6 +324,8 @@ def _assert_one_run_per_ticket(stack: Stack, found: dict[str, Ticket]) -> None:
         (run,) = runs
         assert run.deployment_id == ticket_deployment.id, name
         assert run.parent_task_run_id is None, name  # its own run: suspendable
+        # executed by the batch in its own process, not started by a worker
+        assert f"batch:{batch.id}" in run.tags and not run.infrastructure_pid, name
         assert run.state is not None
         if ticket.state == State.APPROVAL_PENDING.value:
             assert run.state.is_paused() and run.state.name == "Suspended", (name, run.state)
@@ -347,8 +378,10 @@ def test_cli_approvals_refund_every_pending_ticket_exactly_once(
     assert len({(r["ticket_id"], r["payment_id"]) for r in rows}) == len(rows)
     gateway = _gateway_refunds(stack)
     assert sorted(gateway) == sorted(r["gateway_refund_id"] for r in rows)
-    assert all(r.state is not None and r.state.is_completed()
-               for t in found.values() for r in _ticket_runs(stack, t))
+    resumed = [r for t in found.values() for r in _ticket_runs(stack, t)]
+    assert all(r.state is not None and r.state.is_completed() for r in resumed)
+    # the approval path as before: a worker ran each resumed run in a process of its own
+    assert all(r.infrastructure_pid for r in resumed)
     _report(request, capsys, f"{len(names)} CLI approvals to refunds: {wall} s wall",
             approvals_wall_s=wall)
 
@@ -370,18 +403,22 @@ def _report_runs(stack: Stack, ticket_name: str) -> list[FlowRun]:
 def test_an_overdue_approval_escalates_and_the_automation_runs_the_report(
         stack: Stack, workers: list[subprocess.Popen[bytes]], emails: SampleSet) -> None:
     """Deadline passed -> the next batch escalates the ticket and emits the event -> the
-    deployment trigger runs escalation-report for that ticket on a worker."""
-    held = stack.tmp / "held-back" / HELD_BACK
-    first = _run(stack, "reconcile-inbox/scheduled-batch", {"email_paths": [str(held)]})
+    deployment trigger runs escalation-report for that ticket on a worker. Both batches name
+    their emails relative to the workers' inbox root (BILLING_RECON_INBOX_ROOT), not to the
+    temporary folder a worker starts each run in: the first an email path, the second the
+    deployment's default inbox folder (`inbox`)."""
+    root = Path(stack.env["BILLING_RECON_INBOX_ROOT"])
+    held = root / "held-back" / HELD_BACK
+    first = _run(stack, "reconcile-inbox/scheduled-batch",
+                 {"email_paths": [f"held-back/{HELD_BACK}"]})
     wait_for(_finished(stack, first), 120, "the one-email batch to complete")
     ticket = wait_for(_settled(stack, [held], {State.APPROVAL_PENDING.value}), 120,
                       "the held-back ticket to wait for approval")[HELD_BACK]
     assert ticket.state == State.APPROVAL_PENDING.value
     name = tickets.format_ticket_id(ticket.id)
     _expire(stack, ticket)
-    empty = stack.tmp / "empty-inbox"
-    empty.mkdir()
-    sweep = _run(stack, "reconcile-inbox/scheduled-batch", {"inbox": str(empty)})
+    (root / "inbox").mkdir()  # the default inbox, empty
+    sweep = _run(stack, "reconcile-inbox/scheduled-batch", {})
     wait_for(_finished(stack, sweep), 120, "the sweeping batch to complete")
     assert tickets.get(stack.sessions(), ticket.id).state == State.ESCALATED.value
     (report,) = wait_for(lambda: _report_runs(stack, name), 60, "the automation's flow run")

@@ -7,6 +7,7 @@ the same sections. Every variable is listed in docs/configuration.md (generated 
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
@@ -159,6 +160,11 @@ class OrchestrationSettings(Section):
         default=None, description="Name of the block set the flows and the CLI load their "
         "settings from; unset: the environment (a deployment's run uses the set 'default' "
         "when it exists).")
+    inbox_root: Path | None = Field(
+        default=None, description="Folder a deployed run resolves relative inbox folders and "
+        "email paths against (a worker starts every run in a new temporary folder); unset: "
+        "the home folder (BILLING_RECON_HOME). Local runs resolve them against the working "
+        "directory.")
     ticket_deployment: str = Field(
         default="process-ticket/process-ticket", description="The deployment that runs one "
         "ticket (flow-name/deployment-name), used by the inbox flow's fan-out.")
