@@ -43,6 +43,7 @@ class RefundRequest:
             raise ValueError("a refund needs a charge or PaymentIntent reference")
         if self.amount <= 0:
             raise ValueError(f"refund amount must be positive: {self.amount}")
+        to_minor_units(self.amount, self.currency)  # an unknown currency or a bad amount: now
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class RefundClient:
 
     def _refund_once(self, req: RefundRequest, retry: bool) -> GatewayRefund:
         params = RefundCreateParams(
-            amount=to_minor_units(req.amount),
+            amount=to_minor_units(req.amount, req.currency),
             currency=req.currency.lower(),
             reason=req.reason,
             metadata=dict(req.metadata),
@@ -181,7 +182,7 @@ def _to_gateway_refund(refund: stripe.Refund, via_pi: bool) -> GatewayRefund:
     return GatewayRefund(
         gateway_refund_id=refund.id,
         charge_ref=ref if isinstance(ref, str) else ref.id,
-        amount=from_minor_units(refund.amount),
+        amount=from_minor_units(refund.amount, refund.currency),
         currency=refund.currency,
         status=str(refund.status),
         metadata=_metadata(refund),

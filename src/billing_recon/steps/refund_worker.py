@@ -228,9 +228,12 @@ def _call(deps: Deps, client: RefundClient, call: Call, key: str) -> Answer:
     # Without the gateway layer each attempt is a new request to the gateway: a random key,
     # and no blind retry that could repeat a refund the gateway already made.
     sent_key = key if idempotent else f"{key}:{secrets.token_hex(8)}"
-    request = RefundRequest(charge_ref=pay.charge_ref or "", amount=pay.amount,
-                            currency=call.currency, idempotency_key=sent_key,
-                            metadata=_metadata(ticket, pay.payment_id))
+    try:
+        request = RefundRequest(charge_ref=pay.charge_ref or "", amount=pay.amount,
+                                currency=call.currency, idempotency_key=sent_key,
+                                metadata=_metadata(ticket, pay.payment_id))
+    except ValueError as exc:  # an unknown currency, an amount finer than it allows: unsent
+        raise GatewayRejected(str(exc), code="amount_not_sendable", status=None) from exc
     deps.switches.crash_point("refund.before_call")
     result = client.refund(request, retry=idempotent)
     deps.switches.crash_point("refund.after_call")
