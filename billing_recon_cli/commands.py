@@ -269,9 +269,11 @@ def refunds(args: argparse.Namespace) -> int:
     if args.json:
         emit(rows)
         return 0
-    print(reports.table(["refund", "payment", "amount", "ticket", "at"],
+    print(reports.table(["refund", "payment", "amount", "ticket", "at", "status"],
                         [[r["refund_id"], r["payment_id"], f"{r['amount']} {r['currency']}",
-                          r["ticket_id"] or "-", r["refunded_at"][:19]] for r in rows]))
+                          r["ticket_id"] or "-", r["refunded_at"][:19],
+                          r["status"] + (f" ({r['failure_reason']})" if r["failure_reason"]
+                                         else "")] for r in rows]))
     return 0
 
 

@@ -32,7 +32,9 @@ SUSPENDED = "suspended"  # tasks.approval's waiter mark for a run suspended on a
 
 
 def _reportable(state: str) -> bool:
-    return state == State.APPROVAL_PENDING.value or is_terminal(State(state))
+    # REFUNDED: a refund is still pending at the gateway; reported again when it settles.
+    return state in (State.APPROVAL_PENDING.value, State.REFUNDED.value) or is_terminal(
+        State(state))
 
 
 async def _watch(ids: dict[str, str], on_update: Update, done: asyncio.Event) -> None:

@@ -32,7 +32,7 @@ from billing_recon_tasks.reconcile import (
     trip_circuit_breaker,
     verify_proposal,
 )
-from billing_recon_tasks.refund import draft_reply, execute_refund, record_refunds
+from billing_recon_tasks.refund import execute_refund, record_refunds, settle_refunds
 from billing_recon_tasks.retrieval import fetch_invoices
 from billing_recon_tasks.runtime import deps, in_thread
 
@@ -74,19 +74,23 @@ STEPS: dict[Step, Callable[[Ticket], Awaitable[object]]] = {
     Step.RECONCILE: lambda t: _reconcile(t.id),
     Step.CONCLUDE: lambda t: advance_analyzed(t.id),
     Step.REFUND: lambda t: _refund(t.id, t.ticket_key or ""),
-    Step.CLOSE: lambda t: draft_reply(t.id),
+    Step.CLOSE: lambda t: settle_refunds(t.id),
 }
 
 
 async def _step(ticket_id: int, wait_s: float) -> bool:
-    """Advance one state; False when the ticket must wait for a decision elsewhere."""
+    """Advance one state; False when the ticket must wait for a decision or for its
+    refunds to settle elsewhere."""
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
     todo = next_step(State(ticket.state))
     if todo is Step.DECIDE:
         return await wait_for_decision(ticket_id, wait_s)
-    if todo is not None:
-        await STEPS[todo](ticket)
-    return True
+    if todo is None:
+        return True
+    done = await STEPS[todo](ticket)
+    # A refund still pending: the ticket waits in REFUNDED for the webhook receiver or the
+    # sweep to settle it; this run ends.
+    return not (todo is Step.CLOSE and done == State.REFUNDED.value)
 
 
 @flow(name="process-ticket", persist_result=False)

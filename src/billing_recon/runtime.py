@@ -21,6 +21,7 @@ from billing_recon.payments.refunds import RefundClient
 from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.switches import Switches
+from billing_recon.store import ledger
 from billing_recon.store.db import make_engine, migrate, session_factory
 from billing_recon.store.models import Payment, Refund, Ticket
 
@@ -64,7 +65,8 @@ def seed_gateway_charges(store: GatewayStore, session: Session) -> int:
     for start in range(0, len(wanted), SEED_CHUNK):
         ids = wanted[start:start + SEED_CHUNK]
         prior: dict[str, Decimal] = {}
-        for refund in session.scalars(select(Refund).where(Refund.payment_id.in_(ids))):
+        for refund in session.scalars(select(Refund).where(Refund.payment_id.in_(ids),
+                                                           ledger.counted())):
             prior[refund.payment_id] = prior.get(refund.payment_id, Decimal(0)) + refund.amount
         for pay in session.scalars(select(Payment).where(
                 Payment.payment_id.in_(ids), Payment.charge_ref.is_not(None))):

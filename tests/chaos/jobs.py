@@ -25,7 +25,7 @@ from prefect.settings import (
 )
 
 from billing_recon import runtime
-from billing_recon.steps import refund_worker, reply
+from billing_recon.steps import refund_status, refund_worker
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
 
@@ -75,4 +75,4 @@ def _core(ticket_id: int) -> None:
         results = refund_worker.execute_refund(deps, ticket_id, "chaos-worker")
         refund_worker.record_refunds(deps, ticket_id, results, "chaos-worker")
     if tickets.get(deps.sessions, ticket_id).state == "REFUNDED":
-        reply.close_refunded(deps, ticket_id, "chaos-worker")
+        refund_status.settle_after_refund(deps, ticket_id, "chaos-worker")

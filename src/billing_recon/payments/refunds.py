@@ -56,6 +56,7 @@ class GatewayRefund:
     currency: str
     status: str
     metadata: dict[str, str] = field(default_factory=dict)
+    failure_reason: str | None = None
 
 
 _DEFAULTS = GatewaySettings()
@@ -155,6 +156,15 @@ class RefundClient:
         except stripe.StripeError as exc:
             raise _gateway_error(exc) from exc
 
+    def retrieve_refund(self, gateway_refund_id: str) -> GatewayRefund:
+        """The refund as the gateway has it now (its current status): how a webhook event or
+        the sweep learns the truth, whatever order events came in."""
+        try:
+            refund = self._client.v1.refunds.retrieve(gateway_refund_id)
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc) from exc
+        return _to_gateway_refund(refund, via_pi=refund.charge is None)
+
     def find_refund(self, charge_ref: str, metadata: dict[str, str]) -> GatewayRefund | None:
         """The charge's refund whose metadata contains `metadata`, if the gateway has one.
 
@@ -186,6 +196,7 @@ def _to_gateway_refund(refund: stripe.Refund, via_pi: bool) -> GatewayRefund:
         currency=refund.currency,
         status=str(refund.status),
         metadata=_metadata(refund),
+        failure_reason=getattr(refund, "failure_reason", None),  # absent on older objects
     )
 
 

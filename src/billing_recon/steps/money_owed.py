@@ -45,6 +45,7 @@ from billing_recon.domain.proposal import (
 from billing_recon.errors import RefundRefused
 from billing_recon.store import billing, commitments
 from billing_recon.store.commitments import Held
+from billing_recon.store.ledger import counted
 from billing_recon.store.models import Payment, Refund, Ticket
 from billing_recon.store.tickets import format_ticket_id
 
@@ -104,7 +105,7 @@ def _refunded_since(session: Session, tables: dict[str, pd.DataFrame]
     per_inv: dict[str, Decimal] = {}
     per_pay: dict[str, Decimal] = {}
     rows = session.execute(select(Refund.refund_id, Refund.payment_id, Refund.amount)
-                           .where(Refund.payment_id.in_(sorted(invoice_of))))
+                           .where(Refund.payment_id.in_(sorted(invoice_of)), counted()))
     for refund_id, payment_id, amount in rows:
         if refund_id not in known:
             inv = invoice_of[payment_id]
