@@ -92,9 +92,13 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
             # a real gateway (or one that never refunds) should not pay for at start-up.
             from billing_recon.payments.gateway_server import GatewayServer
 
+            hook = settings.webhooks.url
             server = GatewayServer(gateway.db_url, api_key=settings.local_gateway_key(),
                                    retention_s=gateway.retention_h * 3600,
-                                   key_lease_s=gateway.key_lease_s).start()
+                                   key_lease_s=gateway.key_lease_s, lifecycle=gateway.lifecycle,
+                                   webhook_url=hook,
+                                   webhook_secret=settings.webhook_secret() if hook else None
+                                   ).start()
             _gateways[gateway.db_url] = server
             log.info("local payment gateway listening on %s", server.url)
     with deps.sessions() as session:
