@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from billing_recon import reports, runtime
-from billing_recon.domain.fsm import State
+from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import ApprovalRefused, UserInputError
 from billing_recon.steps import approval_gate, presentation
@@ -167,9 +167,10 @@ def _check_outcome(deps: Deps, before: Ticket, final: Ticket, approve: bool) -> 
                 reversed(events) if e.payload.get("error") or e.payload.get("gateway_error")),
                None)
     state = f"{final.state}({final.reason})" if final.reason else final.state
+    what = ("the refund failed at the gateway" if final.reason == Reason.REFUND_FAILED.value
+            else "no refund was made")
     raise ApprovalRefused(f"{tickets.format_ticket_id(final.id)}: the approval was recorded but "
-                          f"no refund was made: the ticket is {state}"
-                          f"{': ' + str(why) if why else ''}")
+                          f"{what}: the ticket is {state}{': ' + str(why) if why else ''}")
 
 
 def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
@@ -200,7 +201,13 @@ def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
     ticket = tickets.get(deps.sessions, before.id)
     if decision.approve and ticket.state in (State.APPROVED.value, State.REFUNDED.value):
         driver.continue_ticket(before.id)
-    return tickets.get(deps.sessions, before.id)
+    deadline = time.monotonic() + SETTLE_AFTER_RESUME_S
+    while time.monotonic() < deadline:  # a refund still pending: our webhook receiver ends it
+        ticket = tickets.get(deps.sessions, before.id)
+        if ticket.state != State.REFUNDED.value:
+            break
+        time.sleep(0.2)
+    return ticket
 
 
 def _ticket_refunds(ticket_id: int) -> list[dict[str, Any]]:

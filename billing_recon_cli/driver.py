@@ -28,6 +28,7 @@ from billing_recon_tasks.temporary_server import ensure_api
 Update = Callable[[str, Ticket], None]
 Problem = Callable[[str, Ticket, dict[str, Any]], None]
 POLL_S = 0.1
+SETTLE_WAIT_S = 60.0  # how long a batch waits for refunds still pending at its end
 SUSPENDED = "suspended"  # tasks.approval's waiter mark for a run suspended on a worker
 
 
@@ -75,12 +76,25 @@ async def _run(paths: list[str], wait_s: float, on_update: Update,
     watcher = asyncio.create_task(_watch(ids, on_update, done))
     try:
         results = await reconcile_inbox(email_paths=paths, approval_wait_s=wait_s)
+        if wait_s > 0:
+            await _until_settled(list(ids.values()), SETTLE_WAIT_S)
     finally:
         done.set()
         await watcher
     if on_problem is not None:
         await _report_problems(paths, ids, results, on_problem)
     return results
+
+
+async def _until_settled(email_ids: list[str], timeout_s: float) -> None:
+    """Wait (bounded) while a ticket of the batch is REFUNDED with a refund still pending:
+    this process's webhook receiver settles it, and the watcher reports it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        found = [await in_thread(tickets.find_by_email, deps().sessions, e) for e in email_ids]
+        if not any(t is not None and t.state == State.REFUNDED.value for t in found):
+            return
+        await asyncio.sleep(POLL_S)
 
 
 async def _report_problems(paths: list[str], ids: dict[str, str],

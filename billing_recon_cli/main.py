@@ -27,6 +27,12 @@ PREFECT_DEFAULTS = {
 }
 
 
+#: The demo's local gateway makes every refund start pending (as a bank debit does) and settle
+#: a moment later, so an approval shows the refund's whole lifecycle. A value the user set
+#: wins; BILLING_RECON_GATEWAY_FAILURE_SHARE=1 makes the refunds fail and escalate instead.
+DEMO_DEFAULTS = {"BILLING_RECON_GATEWAY_PENDING_SHARE": "1"}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="billing-recon", description=__doc__.splitlines()[0])
     p.add_argument("--db", help="database URL (default: BILLING_RECON_DATABASE_URL or "
@@ -105,6 +111,8 @@ def _environment(args: argparse.Namespace) -> None:
         os.environ.setdefault(key, value)
     if args.verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    if args.command == "demo" and "pending_share" not in load().gateway.lifecycle.model_fields_set:
+        os.environ.update(DEMO_DEFAULTS)
     if load().orchestration.blocks:
         # The commands then use the same block set as the flows (Prefect's side, lazily).
         from billing_recon import runtime

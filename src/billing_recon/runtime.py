@@ -27,11 +27,13 @@ from billing_recon.store.models import Payment, Refund, Ticket
 
 if TYPE_CHECKING:
     from billing_recon.payments.gateway_server import GatewayServer
+    from billing_recon.payments.webhook_server import WebhookServer
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cache: dict[str, Deps] = {}
 _gateways: dict[str, GatewayServer] = {}  # GatewayServer: imported lazily (see below)
+_receivers: list[WebhookServer] = []  # the embedded gateways' webhook receivers
 _seeded: dict[str, int] = {}
 _source: Callable[[], Settings | None] | None = None
 
@@ -83,7 +85,8 @@ def seed_gateway_charges(store: GatewayStore, session: Session) -> int:
 
 
 def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
-    """Start the local gateway once per process (on loopback) and seed its charges."""
+    """Start the local gateway once per process (on loopback), with a webhook receiver for
+    its events unless BILLING_RECON_WEBHOOK_URL names one, and seed its charges."""
     with _lock:
         gateway = settings.gateway
         server = _gateways.get(gateway.db_url)
@@ -92,12 +95,12 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
             # a real gateway (or one that never refunds) should not pay for at start-up.
             from billing_recon.payments.gateway_server import GatewayServer
 
-            hook = settings.webhooks.url
+            # Its events go to the configured endpoint, else to a receiver of our own.
+            hook = settings.webhooks.url or _embedded_receiver(settings, deps)
             server = GatewayServer(gateway.db_url, api_key=settings.local_gateway_key(),
                                    retention_s=gateway.retention_h * 3600,
                                    key_lease_s=gateway.key_lease_s, lifecycle=gateway.lifecycle,
-                                   webhook_url=hook,
-                                   webhook_secret=settings.webhook_secret() if hook else None
+                                   webhook_url=hook, webhook_secret=settings.webhook_secret()
                                    ).start()
             _gateways[gateway.db_url] = server
             log.info("local payment gateway listening on %s", server.url)
@@ -111,6 +114,18 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
             finally:
                 store.close()
     return server.url
+
+
+def _embedded_receiver(settings: Settings, deps: Deps) -> str:
+    """Start the webhook receiver on loopback for the embedded gateway; its URL."""
+    from billing_recon.payments.webhook_server import WebhookServer
+    from billing_recon.steps.webhook_inbox import WebhookInbox
+
+    receiver = WebhookServer(WebhookInbox(deps), secret=settings.webhook_secret(),
+                             tolerance_s=settings.webhooks.tolerance_s).start()
+    _receivers.append(receiver)
+    log.info("webhook receiver listening on %s", receiver.url)
+    return receiver.url
 
 
 def use_settings_from(source: Callable[[], Settings | None] | None) -> None:
@@ -158,6 +173,10 @@ def reset() -> None:
         servers = list(_gateways.values())
         _gateways.clear()
         _seeded.clear()
+        receivers = list(_receivers)
+        _receivers.clear()
+    for receiver in receivers:  # first: a worker still at work would start a gateway again
+        receiver.stop()
     for server in servers:
         server.stop()
     for sandbox in sandboxes:
