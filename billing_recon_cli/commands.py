@@ -268,22 +268,6 @@ def _print_ticket(data: dict[str, Any]) -> None:
                           e["actor"]] for e in data["events"]]))
 
 
-def refunds(args: argparse.Namespace) -> int:
-    """Every refund in the ledger, loaded history included."""
-    deps = runtime.build()
-    with deps.sessions() as session:
-        rows = [reports.refund_row(r) for r in ledger.all_refunds(session)]
-    if args.json:
-        emit(rows)
-        return 0
-    print(reports.table(["refund", "payment", "amount", "ticket", "at", "status"],
-                        [[r["refund_id"], r["payment_id"], f"{r['amount']} {r['currency']}",
-                          r["ticket_id"] or "-", r["refunded_at"][:19],
-                          r["status"] + (f" ({r['failure_reason']})" if r["failure_reason"]
-                                         else "")] for r in rows]))
-    return 0
-
-
 def demo(args: argparse.Namespace) -> int:
     """Seed sample data, process the sample inbox, compare with the ground truth."""
     from billing_recon_cli.demo import run_demo

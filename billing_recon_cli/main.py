@@ -61,8 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     show = tsub.add_parser("show", help="state, proposal and full event log")
     show.add_argument("ticket", metavar="TICKET")
     show.add_argument("--json", action="store_true")
-    refunds = sub.add_parser("refunds", help="refunds in the ledger")
+    refunds = sub.add_parser("refunds", help="refunds in the ledger; `refunds sync` re-reads "
+                             "those whose status may still change")
     refunds.add_argument("--json", action="store_true")
+    rsub = refunds.add_subparsers(dest="refunds_command")
+    sync = rsub.add_parser("sync", help="re-read every refund that is not final from the "
+                           "gateway and settle its ticket (lost webhooks)")
+    sync.add_argument("--json", action="store_true")
     blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
     bsub = blocks.add_subparsers(dest="blocks_command", required=True)
     breg = bsub.add_parser("register", help="register the block types and save a block set "
@@ -131,12 +136,12 @@ def _blocks(args: argparse.Namespace) -> int:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from billing_recon_cli import approver_commands, commands
+    from billing_recon_cli import approver_commands, commands, refund_commands
 
     return {"demo": commands.demo, "load": commands.load, "process": commands.process,
             "approvals": commands.approvals, "approve": commands.approve,
             "reject": commands.reject, "tickets": commands.show_ticket,
-            "refunds": commands.refunds, "blocks": _blocks,
+            "refunds": refund_commands.refunds, "blocks": _blocks,
             "approvers": approver_commands.approvers_cmd}[command]
 
 

@@ -108,6 +108,13 @@ def unsettled(session: Session, succeeded_since: datetime) -> list[Refund]:
         .order_by(Refund.refunded_at, Refund.refund_id)))
 
 
+def unescalated_failures(session: Session) -> list[int]:
+    """Tickets with a failed or canceled refund they were not escalated for yet."""
+    return sorted({t for t in session.scalars(select(Refund.ticket_id).where(
+        Refund.ticket_id.is_not(None), Refund.status.in_(sorted(UNDONE)),
+        Refund.failure_escalated_at.is_(None))) if t is not None})
+
+
 def all_refunds(session: Session) -> list[Refund]:
     """Every refund in the ledger, loaded history included, oldest first."""
     return list(session.scalars(select(Refund).order_by(Refund.refunded_at, Refund.refund_id)))
