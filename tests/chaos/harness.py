@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from billing_recon.config import Settings
 from billing_recon.domain.proposal import CurrencyRefund, PaymentRefund, Proposal
+from billing_recon.domain.refund_status import UNDONE
 from billing_recon.domain.ticket_key import ticket_key
 from billing_recon.payments.gateway_store import GatewayStore
 from billing_recon.steps import approval_gate, money_owed
@@ -75,12 +76,14 @@ class Tally:
     lost: int = 0
     stuck: int = 0
     over_refunded: int = 0  # cents refunded beyond what was owed (or approved), over invoices
+    ledger_mismatches: int = 0  # ledger status != the gateway's, after the sweep
+    closed_but_failed: int = 0  # tickets CLOSED although a refund of theirs failed
     scenarios: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: Tally) -> None:
         """Fold another tally into this one."""
         for name in ("runs", "kills", "expected", "executed", "duplicates", "lost", "stuck",
-                     "over_refunded"):
+                     "over_refunded", "ledger_mismatches", "closed_but_failed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.faults.update(other.faults)
         self.scenarios.update(other.scenarios)
@@ -92,7 +95,8 @@ class Tally:
         return (f"runs={self.runs} kills={self.kills} faults_injected={faults} ({detail}) "
                 f"refunds expected={self.expected} executed={self.executed} "
                 f"duplicates={self.duplicates} lost={self.lost} stuck={self.stuck} "
-                f"over_refunded={self.over_refunded}")
+                f"over_refunded={self.over_refunded} ledger_mismatches={self.ledger_mismatches} "
+                f"closed_but_failed={self.closed_but_failed}")
 
 
 def over_refunded(world: World, owed: dict[str, int]) -> int:
@@ -104,7 +108,7 @@ def over_refunded(world: World, owed: dict[str, int]) -> int:
     refunded: Counter[str] = Counter()
     for invoice_id, charge in charges:
         refunded[invoice_id] += sum(r["amount"] for r in world.gateway_store.list_refunds(
-            charge or ""))
+            charge or "") if r["status"] not in UNDONE)
     return sum(max(0, refunded[inv] - cents) for inv, cents in owed.items())
 
 
