@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     sync = rsub.add_parser("sync", help="re-read every refund that is not final from the "
                            "gateway and settle its ticket (lost webhooks)")
     sync.add_argument("--json", action="store_true")
+    retry = rsub.add_parser("retry", help="re-open a ticket escalated for a failed refund: it "
+                            "is analysed and proposed again and needs a fresh approval")
+    retry.add_argument("ticket", metavar="TICKET")
+    retry.add_argument("--by", required=True, metavar="NAME", help="who retries it (logged)")
+    retry.add_argument("--note", default="", metavar="TEXT")
     blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
     bsub = blocks.add_subparsers(dest="blocks_command", required=True)
     breg = bsub.add_parser("register", help="register the block types and save a block set "

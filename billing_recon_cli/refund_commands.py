@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from billing_recon import reports, runtime
-from billing_recon.steps import refund_sync
+from billing_recon.domain.fsm import State
+from billing_recon.steps import refund_status, refund_sync
 from billing_recon.store import ledger, tickets
 from billing_recon_cli.output import emit
 
@@ -15,6 +16,8 @@ def refunds(args: argparse.Namespace) -> int:
     """Every refund in the ledger, loaded history included (or ``refunds sync``)."""
     if getattr(args, "refunds_command", None) == "sync":
         return sync_refunds(args)
+    if getattr(args, "refunds_command", None) == "retry":
+        return retry_refund(args)
     deps = runtime.build()
     with deps.sessions() as session:
         rows = [reports.refund_row(r) for r in ledger.all_refunds(session)]
@@ -42,4 +45,22 @@ def sync_refunds(args: argparse.Namespace) -> int:
             print(f"  {name} is now {state}")
         for error in report.errors:
             print(f"  not read (the next sync retries it): {error}", file=sys.stderr)
+    return 0
+
+
+def retry_refund(args: argparse.Namespace) -> int:
+    """Re-open a ticket escalated for a failed refund and run it to its new approval."""
+    from billing_recon_cli import driver
+
+    deps = runtime.build()
+    ticket_id = tickets.parse_ticket_id(args.ticket)
+    refund_status.reopen_for_retry(deps, ticket_id, f"cli:{args.by}", args.note)
+    driver.continue_ticket(ticket_id)
+    ticket = tickets.get(deps.sessions, ticket_id)
+    name = tickets.format_ticket_id(ticket_id)
+    print(f"{name}: {ticket.state}{'(' + ticket.reason + ')' if ticket.reason else ''}")
+    if ticket.state == State.APPROVAL_PENDING.value:
+        summary = reports.refund_summary(ticket) or {}
+        print(f"  proposed again: {summary.get('amount')} {summary.get('currency')}; a fresh "
+              f"approval is needed (billing-recon approve {name} --by NAME --code CODE)")
     return 0

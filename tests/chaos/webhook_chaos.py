@@ -134,7 +134,9 @@ def webhook_scenario(world: World, workers: Workers, *, tickets: int, seed: int)
     """A batch of approved tickets refunded while the receiver is killed again and again;
     then the gateway goes quiet, the sweep runs, and everything is compared."""
     rng, tally = random.Random(seed), Tally()
-    receiver = ReceiverProcess(world, rng)
+    # Payments per ticket from the seed alone (the receiver's kills draw from their own).
+    batch = [world.approved_ticket(rng.randint(1, 3)) for _ in range(tickets)]
+    receiver = ReceiverProcess(world, random.Random(seed + 1))
     receiver.start()
     env = world.env()
     done = threading.Event()
@@ -145,7 +147,6 @@ def webhook_scenario(world: World, workers: Workers, *, tickets: int, seed: int)
 
     watcher = threading.Thread(target=keep_alive, daemon=True)
     watcher.start()
-    batch = [world.approved_ticket(rng.randint(1, 3)) for _ in range(tickets)]
     for exp in batch:
         tally.runs += 1
         workers.run(Job("core", env, exp.ticket_id), timeout=60)

@@ -42,8 +42,9 @@ from billing_recon.domain.proposal import (
     Proposal,
     build_proposal,
 )
+from billing_recon.domain.refund_status import UNDONE
 from billing_recon.errors import RefundRefused
-from billing_recon.store import billing, commitments
+from billing_recon.store import billing, commitments, ledger
 from billing_recon.store.commitments import Held
 from billing_recon.store.ledger import counted
 from billing_recon.store.models import Payment, Refund, Ticket
@@ -93,7 +94,9 @@ def propose(session: Session, settings: Settings, ticket: Ticket, trusted: dict[
                                          - pay_held.get(b.payment_id, ZERO)))
                 for b in billing.payment_balances(tables)]
     base = build_proposal(ticket.ticket_key or "", customer, rows, balances, claimed)
-    return frozen(settings, base.model_copy(update={"covered": [h.covered() for h in held]}))
+    retry = sum(r.status in UNDONE for r in ledger.of_ticket(session, ticket.id))
+    return frozen(settings, base.model_copy(update={"covered": [h.covered() for h in held],
+                                                    "retry": retry}))
 
 
 def _refunded_since(session: Session, tables: dict[str, pd.DataFrame]

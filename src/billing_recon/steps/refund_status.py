@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.money import fmt
 from billing_recon.domain.refund_status import UNDONE, WAITING, RefundStatus, parse, replaces
-from billing_recon.errors import ConcurrentTransition
+from billing_recon.errors import ConcurrentTransition, UserInputError
 from billing_recon.payments.refunds import GatewayRefund, RefundClient
 from billing_recon.steps import reply
 from billing_recon.steps.deps import Deps
@@ -119,6 +119,25 @@ def _failure(row: Refund) -> dict[str, Any]:
     return {"refund_id": row.refund_id, "payment_id": row.payment_id,
             "amount": fmt(row.amount), "currency": row.currency, "status": row.status,
             "failure_reason": row.failure_reason}
+
+
+def reopen_for_retry(deps: Deps, ticket_id: int, actor: str, note: str = "") -> Ticket:
+    """An operator's retry of a ticket escalated for a failed refund: ESCALATED(refund_failed)
+    -> RECEIVED(reopened). The ticket is analysed again (a failed refund no longer counts as
+    refunded, so its money is owed again), proposed with ``retry`` in the proposal's hash, so
+    only a fresh approval counts, and refunded under new idempotency keys
+    (``{ticket_key}:{payment_id}:retryN``). A refund that did not fail is never asked again."""
+    ticket = tickets.get(deps.sessions, ticket_id)
+    if (ticket.state, ticket.reason) != (State.ESCALATED.value, Reason.REFUND_FAILED.value):
+        raise UserInputError(f"{tickets.format_ticket_id(ticket_id)} is {ticket.state}"
+                             f"({ticket.reason or ''}): only a ticket escalated for a failed "
+                             "refund is retried")
+    with deps.sessions() as session:
+        failed = [_failure(r) for r in ledger.of_ticket(session, ticket_id)
+                  if r.status in UNDONE]
+    return tickets.transition(deps.sessions, ticket_id, State.RECEIVED, reason=Reason.REOPENED,
+                              actor=actor, payload={"retry_of": failed, "note": note},
+                              fields={"approval_token": None}, expect=State.ESCALATED)
 
 
 def refresh(deps: Deps, client: RefundClient, ticket_id: int, actor: str) -> Ticket:
