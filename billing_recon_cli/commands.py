@@ -145,8 +145,11 @@ def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool) -> None
     final = _follow_through(before, decision)
     print(f"{name}: {final.state}{'(' + final.reason + ')' if final.reason else ''}")
     for row in _ticket_refunds(ticket_id):
-        print(f"  refunded {row['amount']} {row['currency']} on {row['payment_id']} "
-              f"({row['refund_id']})")
+        done = row["status"] == "succeeded"
+        status = "" if done else f": {row['status']}" + (
+            f" ({row['failure_reason']})" if row["failure_reason"] else "")
+        print(f"  {'refunded' if done else 'refund'} {row['amount']} {row['currency']} on "
+              f"{row['payment_id']} ({row['refund_id']}){status}")
     _check_outcome(deps, before, final, approve)
 
 
