@@ -32,6 +32,7 @@ from billing_recon.store.models import Refund, Ticket
 from billing_recon.store.types import utcnow
 
 EVENT = "refund_status"
+SETTLE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,17 @@ def apply(deps: Deps, refund: GatewayRefund, *, actor: str,
 def settle(deps: Deps, ticket_id: int, actor: str) -> Ticket:
     """Close the ticket once all its refunds succeeded, escalate it once one failed; a ticket
     with a refund still waiting (or in any other state) is returned as it is."""
+    for _ in range(SETTLE_ATTEMPTS):
+        try:
+            return _settle(deps, ticket_id, actor)
+        except ConcurrentTransition:
+            # Another settler (webhook, sweep, flow) moved it, or logged on it, meanwhile:
+            # judge again on the fresh state.
+            continue
+    return tickets.get(deps.sessions, ticket_id)
+
+
+def _settle(deps: Deps, ticket_id: int, actor: str) -> Ticket:
     ticket = tickets.get(deps.sessions, ticket_id)
     settled_by_refund = ticket.state == State.REFUNDED.value or (
         ticket.state == State.CLOSED.value and ticket.reason == Reason.REFUNDED.value)
@@ -82,15 +94,12 @@ def settle(deps: Deps, ticket_id: int, actor: str) -> Ticket:
     with deps.sessions() as session:
         rows = ledger.of_ticket(session, ticket_id)
     failed = [r for r in rows if r.status in UNDONE and r.failure_escalated_at is None]
-    try:
-        if failed:
-            return _escalate(deps, ticket, failed, actor)
-        open_rows = [r for r in rows if r.status not in UNDONE]
-        if ticket.state == State.REFUNDED.value and open_rows and all(
-                r.status == RefundStatus.SUCCEEDED for r in open_rows):
-            return reply.close_refunded(deps, ticket_id, actor)
-    except ConcurrentTransition:  # another settler (webhook, sweep, flow) moved it first
-        return tickets.get(deps.sessions, ticket_id)
+    if failed:
+        return _escalate(deps, ticket, failed, actor)
+    open_rows = [r for r in rows if r.status not in UNDONE]
+    if ticket.state == State.REFUNDED.value and open_rows and all(
+            r.status == RefundStatus.SUCCEEDED for r in open_rows):
+        return reply.close_refunded(deps, ticket_id, actor)
     return ticket
 
 
