@@ -15,6 +15,7 @@ from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import State, is_terminal
 from billing_recon.errors import UserInputError
 from billing_recon.progress import ProgressBar
+from billing_recon.steps import refund_status
 from billing_recon.steps.intake import read_email
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
@@ -32,10 +33,10 @@ SETTLE_WAIT_S = 60.0  # how long a batch waits for refunds still pending at its 
 SUSPENDED = "suspended"  # tasks.approval's waiter mark for a run suspended on a worker
 
 
-def _reportable(state: str) -> bool:
-    # REFUNDED: a refund is still pending at the gateway; reported again when it settles.
-    return state in (State.APPROVAL_PENDING.value, State.REFUNDED.value) or is_terminal(
-        State(state))
+def _reportable(ticket: Ticket) -> bool:
+    if ticket.state == State.REFUNDED.value:  # reported while a refund waits at the gateway,
+        return refund_status.waiting_on_gateway(deps(), ticket.id)  # not on its way to CLOSED
+    return ticket.state == State.APPROVAL_PENDING.value or is_terminal(State(ticket.state))
 
 
 async def _watch(ids: dict[str, str], on_update: Update, done: asyncio.Event) -> None:
@@ -57,7 +58,7 @@ async def _poll(ids: dict[str, str], on_update: Update, done: asyncio.Event,
         finished = done.is_set()
         for path, email_id in ids.items():
             ticket = await in_thread(tickets.find_by_email, deps().sessions, email_id)
-            if ticket is None or not _reportable(ticket.state):
+            if ticket is None or not await in_thread(_reportable, ticket):
                 continue
             if seen.get(path) != ticket.state:
                 seen[path] = ticket.state

@@ -130,6 +130,12 @@ def _failure(row: Refund) -> dict[str, Any]:
             "failure_reason": row.failure_reason}
 
 
+def waiting_on_gateway(deps: Deps, ticket_id: int) -> bool:
+    """Whether a refund of the ticket is still pending (or requires action) at the gateway."""
+    with deps.sessions() as session:
+        return any(r.status in WAITING for r in ledger.of_ticket(session, ticket_id))
+
+
 def reopen_for_retry(deps: Deps, ticket_id: int, actor: str, note: str = "") -> Ticket:
     """An operator's retry of a ticket escalated for a failed refund: ESCALATED(refund_failed)
     -> RECEIVED(reopened). The ticket is analysed again (a failed refund no longer counts as
