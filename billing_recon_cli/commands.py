@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from billing_recon import reports, runtime
-from billing_recon.domain.fsm import State
+from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import ApprovalRefused, UserInputError
 from billing_recon.steps import approval_gate, approver_identity, presentation
@@ -163,8 +163,11 @@ def _decide_one(args: argparse.Namespace, ticket_id: int, approve: bool,
     final = _follow_through(before, decision)
     print(f"{name}: {final.state}{'(' + final.reason + ')' if final.reason else ''}")
     for row in _ticket_refunds(ticket_id):
-        print(f"  refunded {row['amount']} {row['currency']} on {row['payment_id']} "
-              f"({row['refund_id']})")
+        done = row["status"] == "succeeded"
+        status = "" if done else f": {row['status']}" + (
+            f" ({row['failure_reason']})" if row["failure_reason"] else "")
+        print(f"  {'refunded' if done else 'refund'} {row['amount']} {row['currency']} on "
+              f"{row['payment_id']} ({row['refund_id']}){status}")
     _check_outcome(deps, before, final, approve)
 
 
@@ -185,9 +188,10 @@ def _check_outcome(deps: Deps, before: Ticket, final: Ticket, approve: bool) -> 
                 reversed(events) if e.payload.get("error") or e.payload.get("gateway_error")),
                None)
     state = f"{final.state}({final.reason})" if final.reason else final.state
+    what = ("the refund failed at the gateway" if final.reason == Reason.REFUND_FAILED.value
+            else "no refund was made")
     raise ApprovalRefused(f"{tickets.format_ticket_id(final.id)}: the approval was recorded but "
-                          f"no refund was made: the ticket is {state}"
-                          f"{': ' + str(why) if why else ''}")
+                          f"{what}: the ticket is {state}{': ' + str(why) if why else ''}")
 
 
 def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
@@ -218,7 +222,13 @@ def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
     ticket = tickets.get(deps.sessions, before.id)
     if decision.approve and ticket.state in (State.APPROVED.value, State.REFUNDED.value):
         driver.continue_ticket(before.id)
-    return tickets.get(deps.sessions, before.id)
+    deadline = time.monotonic() + SETTLE_AFTER_RESUME_S
+    while time.monotonic() < deadline:  # a refund still pending: our webhook receiver ends it
+        ticket = tickets.get(deps.sessions, before.id)
+        if ticket.state != State.REFUNDED.value:
+            break
+        time.sleep(0.2)
+    return ticket
 
 
 def _ticket_refunds(ticket_id: int) -> list[dict[str, Any]]:
@@ -277,20 +287,6 @@ def _print_ticket(data: dict[str, Any]) -> None:
     print(reports.table(["seq", "at", "event", "reason", "actor"],
                         [[str(e["seq"]), e["at"][:19], e["to"] or e["kind"], e["reason"] or "",
                           e["actor"]] for e in data["events"]]))
-
-
-def refunds(args: argparse.Namespace) -> int:
-    """Every refund in the ledger, loaded history included."""
-    deps = runtime.build()
-    with deps.sessions() as session:
-        rows = [reports.refund_row(r) for r in ledger.all_refunds(session)]
-    if args.json:
-        emit(rows)
-        return 0
-    print(reports.table(["refund", "payment", "amount", "ticket", "at"],
-                        [[r["refund_id"], r["payment_id"], f"{r['amount']} {r['currency']}",
-                          r["ticket_id"] or "-", r["refunded_at"][:19]] for r in rows]))
-    return 0
 
 
 def demo(args: argparse.Namespace) -> int:

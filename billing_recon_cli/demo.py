@@ -37,6 +37,8 @@ def _proposed_text(ticket: Ticket) -> str:
 
 
 def _state_text(ticket: Ticket) -> str:
+    if ticket.state == State.REFUNDED.value:
+        return "REFUNDED (pending at the gateway; its webhook settles it)"
     return ticket.state + (f"({ticket.reason})" if ticket.reason else "")
 
 

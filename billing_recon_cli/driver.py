@@ -15,6 +15,7 @@ from billing_recon.domain.email import EmailIdentity
 from billing_recon.domain.fsm import State, is_terminal
 from billing_recon.errors import UserInputError
 from billing_recon.progress import ProgressBar
+from billing_recon.steps import refund_status
 from billing_recon.steps.intake import load_email
 from billing_recon.store import inbox
 from billing_recon.store.models import Ticket
@@ -28,11 +29,14 @@ from billing_recon_tasks.temporary_server import ensure_api
 Update = Callable[[str, Ticket], None]
 Problem = Callable[[str, Ticket, dict[str, Any]], None]
 POLL_S = 0.1
+SETTLE_WAIT_S = 60.0  # how long a batch waits for refunds still pending at its end
 SUSPENDED = "suspended"  # tasks.approval's waiter mark for a run suspended on a worker
 
 
-def _reportable(state: str) -> bool:
-    return state == State.APPROVAL_PENDING.value or is_terminal(State(state))
+def _reportable(ticket: Ticket) -> bool:
+    if ticket.state == State.REFUNDED.value:  # reported while a refund waits at the gateway,
+        return refund_status.waiting_on_gateway(deps(), ticket.id)  # not on its way to CLOSED
+    return ticket.state == State.APPROVAL_PENDING.value or is_terminal(State(ticket.state))
 
 
 async def _watch(ids: dict[str, EmailIdentity], on_update: Update, done: asyncio.Event) -> None:
@@ -54,7 +58,7 @@ async def _poll(ids: dict[str, EmailIdentity], on_update: Update, done: asyncio.
         finished = done.is_set()
         for path, identity in ids.items():
             ticket = await in_thread(inbox.find_for, deps().sessions, identity)
-            if ticket is None or not _reportable(ticket.state):
+            if ticket is None or not await in_thread(_reportable, ticket):
                 continue
             if seen.get(path) != ticket.state:
                 seen[path] = ticket.state
@@ -74,12 +78,25 @@ async def _run(paths: list[str], wait_s: float, on_update: Update,
     watcher = asyncio.create_task(_watch(ids, on_update, done))
     try:
         results = await reconcile_inbox(email_paths=paths, approval_wait_s=wait_s)
+        if wait_s > 0:
+            await _until_settled(list(ids.values()), SETTLE_WAIT_S)
     finally:
         done.set()
         await watcher
     if on_problem is not None:
         await _report_problems(paths, ids, results, on_problem)
     return results
+
+
+async def _until_settled(identities: list[EmailIdentity], timeout_s: float) -> None:
+    """Wait (bounded) while a ticket of the batch is REFUNDED with a refund still pending:
+    this process's webhook receiver settles it, and the watcher reports it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        found = [await in_thread(inbox.find_for, deps().sessions, i) for i in identities]
+        if not any(t is not None and t.state == State.REFUNDED.value for t in found):
+            return
+        await asyncio.sleep(POLL_S)
 
 
 async def _report_problems(paths: list[str], ids: dict[str, EmailIdentity],

@@ -27,6 +27,12 @@ PREFECT_DEFAULTS = {
 }
 
 
+#: The demo's local gateway makes every refund start pending (as a bank debit does) and settle
+#: a moment later, so an approval shows the refund's whole lifecycle. A value the user set
+#: wins; BILLING_RECON_GATEWAY_FAILURE_SHARE=1 makes the refunds fail and escalate instead.
+DEMO_DEFAULTS = {"BILLING_RECON_GATEWAY_PENDING_SHARE": "1"}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="billing-recon", description=__doc__.splitlines()[0])
     p.add_argument("--db", help="database URL (default: BILLING_RECON_DATABASE_URL or "
@@ -55,8 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     show = tsub.add_parser("show", help="state, proposal and full event log")
     show.add_argument("ticket", metavar="TICKET")
     show.add_argument("--json", action="store_true")
-    refunds = sub.add_parser("refunds", help="refunds in the ledger")
+    refunds = sub.add_parser("refunds", help="refunds in the ledger; `refunds sync` re-reads "
+                             "those whose status may still change")
     refunds.add_argument("--json", action="store_true")
+    rsub = refunds.add_subparsers(dest="refunds_command")
+    sync = rsub.add_parser("sync", help="re-read every refund that is not final from the "
+                           "gateway and settle its ticket (lost webhooks)")
+    sync.add_argument("--json", action="store_true")
+    retry = rsub.add_parser("retry", help="re-open a ticket escalated for a failed refund: it "
+                            "is analysed and proposed again and needs a fresh approval")
+    retry.add_argument("ticket", metavar="TICKET")
+    retry.add_argument("--by", required=True, metavar="NAME", help="who retries it (logged)")
+    retry.add_argument("--note", default="", metavar="TEXT")
     blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
     bsub = blocks.add_subparsers(dest="blocks_command", required=True)
     breg = bsub.add_parser("register", help="register the block types and save a block set "
@@ -141,6 +157,8 @@ def _environment(args: argparse.Namespace) -> None:
         os.environ.setdefault(key, value)
     if args.verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    if args.command == "demo" and "pending_share" not in load().gateway.lifecycle.model_fields_set:
+        os.environ.update(DEMO_DEFAULTS)
     if load().orchestration.blocks:
         # The commands then use the same block set as the flows (Prefect's side, lazily).
         from billing_recon import runtime
@@ -159,12 +177,12 @@ def _blocks(args: argparse.Namespace) -> int:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from billing_recon_cli import approver_commands, commands
+    from billing_recon_cli import approver_commands, commands, refund_commands
 
     return {"demo": commands.demo, "load": commands.load, "process": commands.process,
             "approvals": commands.approvals, "approve": commands.approve,
             "reject": commands.reject, "tickets": commands.show_ticket,
-            "refunds": commands.refunds, "blocks": _blocks,
+            "refunds": refund_commands.refunds, "blocks": _blocks,
             "approvers": approver_commands.approvers_cmd}[command]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from billing_recon.config import GatewaySettings
+from billing_recon.config import GatewaySettings, WebhookSettings
 from billing_recon.errors import UserInputError
 from billing_recon.payments.refunds import RefundClient
 from billing_recon_blocks.parts import DOCS_URL, SectionsBlock
@@ -25,6 +25,8 @@ class PaymentGateway(SectionsBlock):
     _documentation_url = DOCS_URL  # type: ignore[assignment]
 
     gateway: GatewaySettings = Field(description="The gateway's URL, key and network limits.")
+    webhooks: WebhookSettings = Field(description="Where gateway events go, their signing "
+                                      "secret, the receiver service and the sweep's window.")
 
     def get_client(self, base_url: str | None = None,
                    api_key: str | None = None) -> RefundClient:

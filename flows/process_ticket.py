@@ -88,9 +88,9 @@ async def _refund(ticket: Ticket) -> None:
 
 
 async def _close(ticket: Ticket) -> object:
-    from billing_recon_tasks.refund import draft_reply
+    from billing_recon_tasks.refund import settle_refunds
 
-    return await draft_reply(ticket.id)
+    return await settle_refunds(ticket.id)
 
 
 # The core's table (steps/machine.py) says which step advances a state; this says which
@@ -106,14 +106,18 @@ STEPS: dict[Step, Callable[[Ticket], Awaitable[object]]] = {
 
 
 async def _step(ticket_id: int, wait_s: float) -> bool:
-    """Advance one state; False when the ticket must wait for a decision elsewhere."""
+    """Advance one state; False when the ticket must wait for a decision or for its
+    refunds to settle elsewhere."""
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
     todo = next_step(State(ticket.state))
     if todo is Step.DECIDE:
         return await wait_for_decision(ticket_id, wait_s)
-    if todo is not None:
-        await STEPS[todo](ticket)
-    return True
+    if todo is None:
+        return True
+    done = await STEPS[todo](ticket)
+    # A refund still pending: the ticket waits in REFUNDED for the webhook receiver or the
+    # sweep to settle it; this run ends.
+    return not (todo is Step.CLOSE and done == State.REFUNDED.value)
 
 
 @flow(name="process-ticket", persist_result=False)

@@ -11,6 +11,7 @@ BillingReconError
 │   └── ApproverLocked       the approver is locked out after too many wrong one-time codes
 ├── InvalidApprovalToken    the refund worker's guard
 │   └── RefundRefused        the money would be refunded beyond what is owed (another ticket's)
+├── UnknownCurrency         a currency missing from Stripe's table (domain/currency.py)
 ├── SandboxUnavailable      the sandbox failed to run the code (infrastructure, not the script)
 ├── AnalysisFailed          one reconciliation attempt failed (retried by the flow)
 │   └── AnalysisExhausted    every allowed attempt was used; no further model call
@@ -90,6 +91,15 @@ class RefundRefused(InvalidApprovalToken):
         super().__init__(message)
         self.others = others or []
         self.details = details or {}
+
+
+class UnknownCurrency(BillingReconError, ValueError):
+    """A currency the minor-units table does not know: its amount cannot be sent safely."""
+
+    def __init__(self, currency: str) -> None:
+        self.currency = currency
+        super().__init__(f"unknown currency {currency!r}: not in Stripe's currency table, so "
+                         "its minor units are unknown; nothing is sent for it")
 
 
 class SandboxUnavailable(BillingReconError):

@@ -46,7 +46,8 @@ def refund_row(row: Refund) -> dict[str, Any]:
             "currency": row.currency,
             "ticket_id": format_ticket_id(row.ticket_id) if row.ticket_id else None,
             "idempotency_key": row.idempotency_key,
-            "refunded_at": row.refunded_at.isoformat()}
+            "refunded_at": row.refunded_at.isoformat(), "status": row.status,
+            "failure_reason": row.failure_reason}
 
 
 def event_row(event: TicketEvent) -> dict[str, Any]:

@@ -21,16 +21,19 @@ from billing_recon.payments.refunds import RefundClient
 from billing_recon.sandbox.factory import make_sandbox
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.switches import Switches
+from billing_recon.store import ledger
 from billing_recon.store.db import make_engine, migrate, session_factory
 from billing_recon.store.models import Payment, Refund, Ticket
 
 if TYPE_CHECKING:
     from billing_recon.payments.gateway_server import GatewayServer
+    from billing_recon.payments.webhook_server import WebhookServer
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cache: dict[str, Deps] = {}
 _gateways: dict[str, GatewayServer] = {}  # GatewayServer: imported lazily (see below)
+_receivers: list[WebhookServer] = []  # the embedded gateways' webhook receivers
 _seeded: dict[str, int] = {}
 _source: Callable[[], Settings | None] | None = None
 
@@ -64,19 +67,26 @@ def seed_gateway_charges(store: GatewayStore, session: Session) -> int:
     for start in range(0, len(wanted), SEED_CHUNK):
         ids = wanted[start:start + SEED_CHUNK]
         prior: dict[str, Decimal] = {}
-        for refund in session.scalars(select(Refund).where(Refund.payment_id.in_(ids))):
+        for refund in session.scalars(select(Refund).where(Refund.payment_id.in_(ids),
+                                                           ledger.counted())):
             prior[refund.payment_id] = prior.get(refund.payment_id, Decimal(0)) + refund.amount
         for pay in session.scalars(select(Payment).where(
                 Payment.payment_id.in_(ids), Payment.charge_ref.is_not(None))):
             refunded = min(prior.get(pay.payment_id, Decimal(0)), pay.amount)
-            store.ensure_charge(pay.charge_ref or "", to_minor_units(pay.amount),
-                                pay.currency, to_minor_units(refunded))
+            try:
+                amount = to_minor_units(pay.amount, pay.currency)
+                done = to_minor_units(refunded, pay.currency)
+            except ValueError as exc:  # the refund worker refuses this payment itself
+                log.warning("no gateway charge for payment %s: %s", pay.payment_id, exc)
+                continue
+            store.ensure_charge(pay.charge_ref or "", amount, pay.currency, done)
             seeded += 1
     return seeded
 
 
 def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
-    """Start the local gateway once per process (on loopback) and seed its charges."""
+    """Start the local gateway once per process (on loopback), with a webhook receiver for
+    its events unless BILLING_RECON_WEBHOOK_URL names one, and seed its charges."""
     with _lock:
         gateway = settings.gateway
         server = _gateways.get(gateway.db_url)
@@ -85,9 +95,13 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
             # a real gateway (or one that never refunds) should not pay for at start-up.
             from billing_recon.payments.gateway_server import GatewayServer
 
+            # Its events go to the configured endpoint, else to a receiver of our own.
+            hook = settings.webhooks.url or _embedded_receiver(settings, deps)
             server = GatewayServer(gateway.db_url, api_key=settings.local_gateway_key(),
                                    retention_s=gateway.retention_h * 3600,
-                                   key_lease_s=gateway.key_lease_s).start()
+                                   key_lease_s=gateway.key_lease_s, lifecycle=gateway.lifecycle,
+                                   webhook_url=hook, webhook_secret=settings.webhook_secret()
+                                   ).start()
             _gateways[gateway.db_url] = server
             log.info("local payment gateway listening on %s", server.url)
     with deps.sessions() as session:
@@ -100,6 +114,18 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
             finally:
                 store.close()
     return server.url
+
+
+def _embedded_receiver(settings: Settings, deps: Deps) -> str:
+    """Start the webhook receiver on loopback for the embedded gateway; its URL."""
+    from billing_recon.payments.webhook_server import WebhookServer
+    from billing_recon.steps.webhook_inbox import WebhookInbox
+
+    receiver = WebhookServer(WebhookInbox(deps), secret=settings.webhook_secret(),
+                             tolerance_s=settings.webhooks.tolerance_s).start()
+    _receivers.append(receiver)
+    log.info("webhook receiver listening on %s", receiver.url)
+    return receiver.url
 
 
 def use_settings_from(source: Callable[[], Settings | None] | None) -> None:
@@ -147,6 +173,10 @@ def reset() -> None:
         servers = list(_gateways.values())
         _gateways.clear()
         _seeded.clear()
+        receivers = list(_receivers)
+        _receivers.clear()
+    for receiver in receivers:  # first: a worker still at work would start a gateway again
+        receiver.stop()
     for server in servers:
         server.stop()
     for sandbox in sandboxes:

@@ -40,8 +40,9 @@ def new_world(tmp_path: Path, prefect_api: str) -> Iterator[Callable[..., World]
     """Makes worlds (each with its own databases and gateway process); all closed after."""
     made: list[World] = []
 
-    def make(name: str = "w", billing_url: str | None = None) -> World:
-        world = World(tmp_path / f"{name}{len(made)}", prefect_api, billing_url)
+    def make(name: str = "w", billing_url: str | None = None,
+             lifecycle: dict[str, str] | None = None) -> World:
+        world = World(tmp_path / f"{name}{len(made)}", prefect_api, billing_url, lifecycle)
         made.append(world)
         return world
 

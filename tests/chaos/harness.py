@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from billing_recon.config import Settings
 from billing_recon.domain.proposal import CurrencyRefund, PaymentRefund, Proposal
+from billing_recon.domain.refund_status import UNDONE
 from billing_recon.domain.ticket_key import ticket_key
 from billing_recon.payments.gateway_store import GatewayStore
 from billing_recon.steps import approval_gate, money_owed
@@ -44,6 +45,7 @@ from tests.chaos.jobs import Job
 
 API_KEY = "sk_test_chaos"  # the gateway requires it; the workers send it
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+WEBHOOK_SECRET = "whsec_chaos"  # the gateway signs with it; the receivers check it
 KILL_POINTS = ("refund.before_payment", "refund.before_call", "refund.after_call",
                "refund.after_ledger_call", "refund.before_record", "refund.after_record")
 PER_PAYMENT = {"refund.before_payment", "refund.before_call", "refund.after_call",
@@ -74,12 +76,14 @@ class Tally:
     lost: int = 0
     stuck: int = 0
     over_refunded: int = 0  # cents refunded beyond what was owed (or approved), over invoices
+    ledger_mismatches: int = 0  # ledger status != the gateway's, after the sweep
+    closed_but_failed: int = 0  # tickets CLOSED although a refund of theirs failed
     scenarios: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: Tally) -> None:
         """Fold another tally into this one."""
         for name in ("runs", "kills", "expected", "executed", "duplicates", "lost", "stuck",
-                     "over_refunded"):
+                     "over_refunded", "ledger_mismatches", "closed_but_failed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.faults.update(other.faults)
         self.scenarios.update(other.scenarios)
@@ -91,7 +95,8 @@ class Tally:
         return (f"runs={self.runs} kills={self.kills} faults_injected={faults} ({detail}) "
                 f"refunds expected={self.expected} executed={self.executed} "
                 f"duplicates={self.duplicates} lost={self.lost} stuck={self.stuck} "
-                f"over_refunded={self.over_refunded}")
+                f"over_refunded={self.over_refunded} ledger_mismatches={self.ledger_mismatches} "
+                f"closed_but_failed={self.closed_but_failed}")
 
 
 def over_refunded(world: World, owed: dict[str, int]) -> int:
@@ -103,16 +108,16 @@ def over_refunded(world: World, owed: dict[str, int]) -> int:
     refunded: Counter[str] = Counter()
     for invoice_id, charge in charges:
         refunded[invoice_id] += sum(r["amount"] for r in world.gateway_store.list_refunds(
-            charge or ""))
+            charge or "") if r["status"] not in UNDONE)
     return sum(max(0, refunded[inv] - cents) for inv, cents in owed.items())
 
 
 class GatewayProcess:
     """The local gateway as its own process (so it can be killed between commit and reply)."""
 
-    def __init__(self, db_url: str, workdir: Path) -> None:
-        """Configure; start() runs it."""
-        self.db_url, self.workdir = db_url, workdir
+    def __init__(self, db_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        """Configure; start() runs it (``env``: its lifecycle and webhook settings)."""
+        self.db_url, self.workdir, self.env = db_url, workdir, env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -126,7 +131,7 @@ class GatewayProcess:
             [sys.executable, "-m", "billing_recon.payments.gateway_server", "--db", self.db_url,
              "--port", str(self.port), "--faults", "", "--key-lease-seconds", str(KEY_LEASE_S)],
             stdout=subprocess.DEVNULL, stderr=log, cwd=self.workdir,
-            env={**os.environ, "BILLING_RECON_GATEWAY_API_KEY": API_KEY})
+            env={**os.environ, "BILLING_RECON_GATEWAY_API_KEY": API_KEY, **self.env})
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -231,9 +236,14 @@ class Expected:
 class World:
     """Billing and gateway databases, a gateway process, result storage: one scenario's."""
 
-    def __init__(self, root: Path, prefect_api: str, billing_url: str | None = None) -> None:
-        """Create the databases (billing migrated) and the directories."""
+    def __init__(self, root: Path, prefect_api: str, billing_url: str | None = None,
+                 lifecycle: dict[str, str] | None = None) -> None:
+        """Create the databases (billing migrated) and the directories. ``lifecycle``:
+        the gateway's BILLING_RECON_GATEWAY_* lifecycle settings; given, the gateway also
+        sends its events to ``webhook_url`` (where a test runs the receiver)."""
         self.root = root
+        self.webhook_port = free_port()
+        self.webhook_url = f"http://127.0.0.1:{self.webhook_port}/v1/webhooks/stripe"
         root.mkdir(parents=True, exist_ok=True)
         self.billing_url = billing_url or f"sqlite:///{root}/billing.db"
         self.gateway_db = f"sqlite:///{root}/gateway.db"
@@ -245,7 +255,9 @@ class World:
         self.deps = Deps(settings=self.settings, sessions=session_factory(engine),
                          model=None, sandbox=None,  # type: ignore[arg-type]
                          refund_client=lambda: None)  # type: ignore[arg-type,return-value]
-        self.gateway = GatewayProcess(self.gateway_db, root)
+        hooks = {} if lifecycle is None else {"BILLING_RECON_WEBHOOK_URL": self.webhook_url,
+                                              "BILLING_RECON_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        self.gateway = GatewayProcess(self.gateway_db, root, {**(lifecycle or {}), **hooks})
         self.gateway.start()
         self.gateway_store = GatewayStore(self.gateway_db)
         self.prefect_api = prefect_api
@@ -257,6 +269,7 @@ class World:
             "BILLING_RECON_DATABASE_URL": self.billing_url,
             "BILLING_RECON_GATEWAY_URL": self.gateway.url,
             "BILLING_RECON_STRIPE_API_KEY": API_KEY,
+            "BILLING_RECON_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "BILLING_RECON_HOME": str(self.root / "home"),
             "BILLING_RECON_LLM": "offline",
             "BILLING_RECON_REFUND_LEASE_S": str(LEASE_S),

@@ -25,7 +25,7 @@ from prefect.settings import (
 )
 
 from billing_recon import runtime
-from billing_recon.steps import refund_worker, reply
+from billing_recon.steps import refund_status, refund_sync, refund_worker
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
 
@@ -34,7 +34,7 @@ from billing_recon_flows.process_ticket import process_ticket
 class Job:
     """One attempt: what to run and the environment to run it in."""
 
-    kind: str  # flow | core | emails | flows
+    kind: str  # flow | core | emails | flows | sweep
     env: dict[str, str]
     ticket_id: int | None = None
     emails: list[str] = field(default_factory=list)
@@ -46,6 +46,9 @@ def run_job(job: Job) -> None:
     os.environ.update(job.env)
     if job.kind == "core":
         _core(job.ticket_id or 0)
+        return
+    if job.kind == "sweep":
+        refund_sync.sync_once(runtime.build())
         return
     prefect = {PREFECT_API_URL: job.env["PREFECT_API_URL"],
                PREFECT_HOME: job.env["PREFECT_HOME"],
@@ -75,4 +78,4 @@ def _core(ticket_id: int) -> None:
         results = refund_worker.execute_refund(deps, ticket_id, "chaos-worker")
         refund_worker.record_refunds(deps, ticket_id, results, "chaos-worker")
     if tickets.get(deps.sessions, ticket_id).state == "REFUNDED":
-        reply.close_refunded(deps, ticket_id, "chaos-worker")
+        refund_status.settle_after_refund(deps, ticket_id, "chaos-worker")

@@ -58,7 +58,7 @@ pytestmark = [pytest.mark.deploy, pytest.mark.postgres, pytest.mark.timeout(1200
 
 # deployment name -> the flow its entrypoint must load (the fan-out target is process-ticket).
 FLOWS = {"scheduled-batch": "reconcile-inbox", "process-ticket": "process-ticket",
-         "on-escalation": "escalation-report"}
+         "on-escalation": "escalation-report", "refund-sweep": "sync-refunds"}
 ESCALATED = "billing-recon.ticket.escalated"
 # Copies of the 18-email sample set in the batch: 1 in the default run (17 emails through the
 # workers, about 3 minutes), 3 for the full 53-email batch of issue 6
@@ -153,7 +153,7 @@ def test_loading_the_ticket_flow_imports_no_step_it_has_not_reached(tmp_path: Pa
 # --- deployed -----------------------------------------------------------------------------
 
 
-def test_deploy_all_creates_three_deployments_with_the_schedule_and_the_trigger(
+def test_deploy_all_creates_the_deployments_with_their_schedules_and_the_trigger(
         stack: Stack, deployed: Deployed) -> None:
     assert deployed.process.returncode == 0, deployed.process.stdout + deployed.process.stderr
     spec_cron = _deployments()["scheduled-batch"]["schedules"][0]
@@ -166,6 +166,9 @@ def test_deploy_all_creates_three_deployments_with_the_schedule_and_the_trigger(
     assert [s.schedule for s in batch.schedules] == [
         CronSchedule(cron=spec_cron["cron"], timezone=spec_cron["timezone"])]
     assert not found["process-ticket"].schedules and not found["on-escalation"].schedules
+    sweep = _deployments()["refund-sweep"]["schedules"][0]
+    assert [s.schedule.interval.total_seconds()  # type: ignore[union-attr]
+            for s in found["refund-sweep"].schedules] == [sweep["interval"]]
     # Nothing points a run at the deployer's checkout (deleted by now): no pull step, no path.
     for deployment in found.values():
         assert not deployment.pull_steps and not deployment.path, deployment.name

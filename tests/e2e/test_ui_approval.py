@@ -149,7 +149,8 @@ def test_approving_in_the_ui_refunds_the_ticket_exactly_once(
     assert len(ours) == 1 and {r["payment_id"]: r["amount"] for r in ours} == truth["allocation"]
     refunds, keys = gateway_calls(desk, shown["ticket_key"])
     assert [(r["id"], r["metadata"]["payment_id"], r["amount"]) for r in refunds] == [
-        (r["refund_id"], r["payment_id"], to_minor_units(Decimal(r["amount"]))) for r in ours]
+        (r["refund_id"], r["payment_id"], to_minor_units(Decimal(r["amount"]), r["currency"]))
+        for r in ours]
     assert keys == [f"{shown['ticket_key']}:{r['payment_id']}" for r in ours]
     assert final_state(prefect_api, run_id) == "COMPLETED"
 

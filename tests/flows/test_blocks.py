@@ -36,6 +36,7 @@ from billing_recon.config import (
     ModelSettings,
     Price,
     SandboxSettings,
+    WebhookSettings,
     load,
 )
 from billing_recon.domain.email import parse_email
@@ -80,7 +81,9 @@ def samples() -> list[Block]:
             limits=SandboxLimits(cpu_seconds=5), e2b_template="recon")),
         PaymentGateway(gateway=GatewaySettings(
             url="https://stripe.example.test", stripe_api_key=SecretStr("sk_test_gw_secret_12"),
-            db=SecretStr("sqlite:///gateway-x.db"))),
+            db=SecretStr("sqlite:///gateway-x.db")),
+            webhooks=WebhookSettings(url="https://recon.example.test/v1/webhooks/stripe",
+                                     secret=SecretStr("whsec_block_secret_31"))),
         ApprovalPolicy(approval=ApprovalSettings(
             approvers=("carol", " dan "), approval_timeout_s=60.0, require_code=True,
             four_eyes={"usd": Decimal("1000.00")})),
@@ -260,13 +263,14 @@ def test_each_block_hands_out_its_configured_client(tmp_path: Path,
         assert box.run("print(6 * 7)", {}).stdout == "42\n"
     finally:
         box.close()
-    client = PaymentGateway(gateway=GatewaySettings(retries=0)).get_client(
-        "http://127.0.0.1:9", api_key="sk_local_given")
+    block = PaymentGateway(gateway=GatewaySettings(retries=0), webhooks=WebhookSettings())
+    client = block.get_client("http://127.0.0.1:9", api_key="sk_local_given")
     assert client.busy_wait_s == GatewaySettings().busy_wait_s
     with pytest.raises(UserInputError, match="no gateway key"):
-        PaymentGateway(gateway=GatewaySettings(url="http://127.0.0.1:9")).get_client()
+        PaymentGateway(gateway=GatewaySettings(url="http://127.0.0.1:9"),
+                       webhooks=WebhookSettings()).get_client()
     with pytest.raises(UserInputError, match="names no URL"):
-        PaymentGateway(gateway=GatewaySettings()).get_client()
+        PaymentGateway(gateway=GatewaySettings(), webhooks=WebhookSettings()).get_client()
 
 
 def test_llm_block_endpoint_and_key_reach_the_model_server(

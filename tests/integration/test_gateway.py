@@ -316,7 +316,7 @@ def test_idempotency_key_is_mandatory() -> None:
 
 
 def test_sub_cent_amount_is_refused_before_any_call(client: RefundClient) -> None:
-    with pytest.raises(ValueError, match="two decimal places"):
+    with pytest.raises(ValueError, match="more than 2 decimal places"):
         client.refund(_request(amount="1.005"))
 
 

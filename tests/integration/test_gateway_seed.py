@@ -65,7 +65,8 @@ def _billing_charges(deps: Deps, payment_ids: set[str]) -> dict[str, tuple[int, 
         for pay in session.scalars(sa.select(Payment).where(Payment.payment_id.in_(payment_ids))):
             prior = sum((r.amount for r in session.scalars(
                 sa.select(Refund).where(Refund.payment_id == pay.payment_id))), Decimal(0))
-            out[pay.charge_ref or ""] = (to_minor_units(pay.amount), to_minor_units(prior))
+            out[pay.charge_ref or ""] = (to_minor_units(pay.amount, pay.currency),
+                                         to_minor_units(prior, pay.currency))
     return out
 
 

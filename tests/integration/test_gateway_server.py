@@ -61,6 +61,9 @@ def test_refund_object_is_stripe_shaped(http: httpx.Client) -> None:
         "reason": "duplicate",
         "status": "succeeded",
         "created": body["created"],
+        "pending_reason": None,
+        "failure_reason": None,
+        "failure_balance_transaction": None,
     }
     assert http.get(f"/v1/refunds/{body['id']}").json() == body
 

@@ -54,3 +54,24 @@ def test_revision_0006_downgrades_and_upgrades_again(engine: Engine) -> None:
     migrate(engine)
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_revision_0007_gives_recorded_refunds_the_succeeded_refund_status(engine: Engine) -> None:
+    """Refunds recorded before refund statuses were the gateway's first answer: succeeded."""
+    command.downgrade(_alembic_config(engine), "0006")
+    with engine.begin() as conn:
+        assert "status" not in {c["name"] for c in sa.inspect(conn).get_columns("refunds")}
+        conn.execute(text("INSERT INTO customers VALUES ('C1', 'Ann', 'ann@x.test', 'USD', 0, "
+                          "false)"))
+        conn.execute(text("INSERT INTO invoices (invoice_id, customer_id, issued_at, currency, "
+                          "subtotal, tax, total) VALUES ('INV-1', 'C1', '2026-03-01 09:00:00', "
+                          "'USD', 10, 0, 10)"))
+        conn.execute(text("INSERT INTO payments VALUES ('P1', 'INV-1', 'C1', 10, 'USD', "
+                          "'2026-03-01 09:00:00', 'ch_1')"))
+        conn.execute(text("INSERT INTO refunds (refund_id, payment_id, amount, currency, "
+                          "refunded_at) VALUES ('re_1', 'P1', 5, 'USD', '2026-03-02 09:00:00')"))
+    migrate(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, failure_reason FROM refunds")).one()
+        assert tuple(row) == ("succeeded", None)
+        assert conn.execute(text("SELECT count(*) FROM webhook_events")).scalar() == 0

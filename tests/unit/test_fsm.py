@@ -34,6 +34,8 @@ LEGAL = {
     (State.APPROVED, State.REFUNDED, None),
     (State.REFUNDED, State.CLOSED, Reason.REFUNDED),
     (State.ESCALATED, State.RECEIVED, Reason.REOPENED),
+    (State.REFUNDED, State.ESCALATED, Reason.REFUND_FAILED),
+    (State.CLOSED, State.ESCALATED, Reason.REFUND_FAILED),
 } | {(s, State.ESCALATED, r) for s in State if s not in TERMINAL for r in ESCALATION_REASONS} | {
     (State.RECEIVED, State.REJECTED, r) for r in INTAKE_REASONS}
 
@@ -54,9 +56,17 @@ def test_every_unlisted_transition_raises() -> None:
     assert refused > 1000
 
 
-@pytest.mark.parametrize("state", sorted(TERMINAL - {State.ESCALATED}))
+@pytest.mark.parametrize("state", sorted(TERMINAL - {State.ESCALATED, State.CLOSED}))
 def test_terminal_states_have_no_way_out(state: State) -> None:
     assert allowed_targets(state) == []
+
+
+def test_a_closed_ticket_leaves_closed_only_when_its_refund_failed() -> None:
+    """Stripe can fail a refund days after it succeeded: CLOSED(refunded) must not stay."""
+    assert allowed_targets(State.CLOSED) == [State.ESCALATED]
+    check_transition(State.CLOSED, State.ESCALATED, Reason.REFUND_FAILED)
+    with pytest.raises(IllegalTransition):
+        check_transition(State.CLOSED, State.ESCALATED, Reason.INTERNAL_ERROR)
 
 
 def test_money_never_moves_without_approval() -> None:

@@ -12,8 +12,9 @@ from billing_recon.config.sections import (
     SwitchSettings,
 )
 from billing_recon.config.settings import Settings, from_variables, load, secret_fingerprint
+from billing_recon.config.webhooks import WebhookSettings
 
 __all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "IntakeSettings",
            "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings", "Price",
-           "SandboxSettings", "Settings", "SwitchSettings", "from_variables", "load",
-           "secret_fingerprint"]
+           "SandboxSettings", "Settings", "SwitchSettings", "WebhookSettings", "from_variables",
+           "load", "secret_fingerprint"]

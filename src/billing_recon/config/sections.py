@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 
 from billing_recon.config.variables import Env, Section
+from billing_recon.payments.gateway_lifecycle import Lifecycle
 from billing_recon.payments.gateway_store import DEFAULT_LEASE_S, DEFAULT_RETENTION_S
 from billing_recon.payments.layers import Layer
 
@@ -95,6 +96,8 @@ class GatewaySettings(Section):
     faults: str | None = Field(
         default=None, description="Tests only: a fault plan for the local gateway (needs the "
         "source checkout's billing_recon.testing).")
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle, description="What the local "
+                                 "gateway does with refunds after its first answer.")
 
     @property
     def db_url(self) -> str:

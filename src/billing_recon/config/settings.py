@@ -37,6 +37,7 @@ from billing_recon.config.sections import (
     SwitchSettings,
 )
 from billing_recon.config.variables import Variable, variable_at, variables
+from billing_recon.config.webhooks import WebhookSettings
 from billing_recon.errors import UserInputError
 
 DOTENV = Path(".env")
@@ -90,12 +91,13 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home,
                        description="Folder of the generated key files (signing.key, "
-                       "approvers.key, gateway.key).")
+                       "approvers.key, gateway.key, webhook.key).")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     llm: ModelSettings = Field(default_factory=ModelSettings)
     budgets: LlmBudget = Field(default_factory=LlmBudget)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
@@ -122,7 +124,7 @@ class Settings(BaseSettings):
         """Every secret value this process knows: each SecretStr of the tree, the password of
         each secret URL, and the signing and approver keys (for redaction)."""
         found: list[str] = [self.signing_key().decode(), self.approver_key().decode(),
-                            self.local_gateway_key()]
+                            self.local_gateway_key(), self.webhook_secret()]
         _secrets_of(self, found)
         return tuple(found)
 
@@ -134,6 +136,11 @@ class Settings(BaseSettings):
         """The key the local gateway requires: the given one, else a random ``sk_local_`` key
         in an owner-only file ``gateway.key`` under ``home`` (created once)."""
         return _key(self.gateway.api_key, self.home / "gateway.key", prefix="sk_local_").decode()
+
+    def webhook_secret(self) -> str:
+        """The webhook endpoint's signing secret: the given one, else a random ``whsec_`` key
+        in an owner-only file ``webhook.key`` under ``home`` (created once)."""
+        return _key(self.webhooks.secret, self.home / "webhook.key", prefix="whsec_").decode()
 
     def refund_api_key(self) -> str:
         """The key refund calls send: the embedded gateway's own key when no gateway URL is

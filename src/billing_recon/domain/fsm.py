@@ -45,6 +45,7 @@ class Reason(StrEnum):
     APPROVAL_TIMEOUT = "approval_timeout"
     POLICY_VIOLATION = "policy_violation"
     INTERNAL_ERROR = "internal_error"
+    REFUND_FAILED = "refund_failed"
     REOPENED = "reopened"
 
 
@@ -92,6 +93,10 @@ _EDGES: dict[tuple[State, State], frozenset[Reason]] = {
 for _state in State:
     if _state not in TERMINAL:
         _EDGES[(_state, State.ESCALATED)] = ESCALATION_REASONS
+# A refund failed or was canceled (Stripe may report it days after it succeeded): never
+# CLOSED while the money did not arrive; a CLOSED(refunded) ticket leaves CLOSED for it.
+_EDGES[(State.REFUNDED, State.ESCALATED)] = ESCALATION_REASONS | {Reason.REFUND_FAILED}
+_EDGES[(State.CLOSED, State.ESCALATED)] = frozenset({Reason.REFUND_FAILED})
 
 
 def check_transition(source: State, target: State, reason: Reason | None) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from billing_recon.domain.currency import WHOLE_UNITS_ONLY
+from billing_recon.domain.currency import code as currency_code
+from billing_recon.domain.currency import exponent as currency_exponent
+
 CENT = Decimal("0.01")
 
 
@@ -25,17 +29,33 @@ def round_cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def to_minor_units(value: Decimal) -> int:
-    """Convert an amount with at most two places to integer cents."""
-    cents = value * 100
-    if cents != cents.to_integral_value():
-        raise ValueError(f"amount has more than two decimal places: {value}")
-    return int(cents)
+def to_minor_units(value: Decimal, currency: str) -> int:
+    """The API amount of ``value`` in ``currency``'s minor units (Stripe's table,
+    domain/currency.py): x100, x1 for zero-decimal, x1000 rounded to the nearest ten
+    (ROUND_HALF_UP) for three-decimal currencies.
+
+    An amount finer than the currency allows is refused rather than rounded (half a yen, a
+    tenth of a cent), and so is a currency the table does not know (``UnknownCurrency``).
+    """
+    places = currency_exponent(currency)
+    units = value.scaleb(places)
+    if places == 3:
+        if units != units.to_integral_value():
+            raise ValueError(f"amount has more than three decimal places: {value} {currency}")
+        # Stripe requires the last digit of a three-decimal amount to be 0.
+        return int((units / 10).to_integral_value(rounding=ROUND_HALF_UP)) * 10
+    if units != units.to_integral_value():
+        raise ValueError(f"amount has more than {places} decimal places for {currency}: {value}")
+    if currency_code(currency) in WHOLE_UNITS_ONLY and units % 100:
+        raise ValueError(f"{currency} amounts must be whole units at the gateway: {value}")
+    return int(units)
 
 
-def from_minor_units(cents: int) -> Decimal:
-    """Convert integer cents back to a two-place Decimal."""
-    return (Decimal(cents) / 100).quantize(CENT)
+def from_minor_units(units: int, currency: str) -> Decimal:
+    """An API amount in ``currency``'s minor units as a Decimal with the currency's places
+    (at least two, as amounts are written everywhere else)."""
+    places = currency_exponent(currency)
+    return Decimal(units).scaleb(-places).quantize(Decimal(1).scaleb(-max(places, 2)))
 
 
 def fmt(value: Decimal) -> str:

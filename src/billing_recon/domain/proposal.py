@@ -89,6 +89,9 @@ class Proposal(BaseModel):
     claimed: list[str] = []
     covered: list[Covered] = []
     policy: Policy | None = None  # None only on proposals made before policies were frozen
+    # How many of the ticket's refunds had failed when it was made: a retry's proposal never
+    # hashes like the first one, so the first one's approvals cannot count for it.
+    retry: int = 0
 
     def canonical(self) -> dict[str, Any]:
         """The fields the hash covers: ticket key, customer, amounts, currency, payments to
@@ -119,8 +122,12 @@ class Proposal(BaseModel):
         }
 
     def hash(self) -> str:
-        """SHA-256 of the canonical JSON."""
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the canonical JSON (with ``retry`` only on a retry: first proposals
+        keep the hash they always had)."""
+        canonical = self.canonical()
+        if self.retry:
+            canonical["retry"] = self.retry
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def total(self) -> Decimal:

@@ -15,6 +15,12 @@ def ticket_key(sender_email: str, invoice_ids: Iterable[str]) -> str:
     return str(uuid.uuid5(TICKET_KEY_NAMESPACE, name))
 
 
-def refund_idempotency_key(key: str, payment_id: str) -> str:
-    """The gateway Idempotency-Key of one (ticket, payment) refund call."""
-    return f"{key}:{payment_id}"
+def refund_idempotency_key(key: str, payment_id: str, attempt: int = 0) -> str:
+    """The gateway Idempotency-Key of one (ticket, payment) refund call.
+
+    ``attempt`` counts the earlier refunds of this (ticket, payment) that failed or were
+    canceled: a retry after a failure is a new request (the gateway would replay the failed
+    one under the old key); the first attempt keeps SPEC §5's key.
+    """
+    base = f"{key}:{payment_id}"
+    return base if attempt == 0 else f"{base}:retry{attempt}"

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing_recon.payments import gateway_requests as req
+from billing_recon.payments.gateway_settlement import settle_due
 from billing_recon.payments.gateway_store import (
     ApiError,
     GatewayStore,
@@ -97,7 +98,8 @@ async def create_refund(request: Request) -> JSONResponse:
 
 @_router.get("/refunds/{refund_id}")
 async def retrieve_refund(refund_id: str, request: Request) -> dict[str, Any]:
-    """Retrieve one refund."""
+    """Retrieve one refund (as it is now: what is due settles first)."""
+    await run_in_threadpool(settle_due, _store(request))
     refund = await run_in_threadpool(_store(request).get_refund, refund_id)
     if refund is None:
         raise req.missing("refund", refund_id)
@@ -109,6 +111,7 @@ async def list_refunds(request: Request) -> dict[str, Any]:
     """List refunds newest first, optionally of one charge or PaymentIntent."""
     query = req.only(list(request.query_params.multi_items()), req.LIST_FIELDS)
     source = query.get("charge") or query.get("payment_intent")
+    await run_in_threadpool(settle_due, _store(request))
     items = await run_in_threadpool(_store(request).list_refunds, source)
     return req.page(items, req.list_limit(query.get("limit")), query.get("starting_after"))
 

@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 
+from billing_recon.domain.currency import exponent
+from billing_recon.errors import UnknownCurrency
 from billing_recon.payments.gateway_store import (
     MAX_KEY_LENGTH,
     REFUND_REASONS,
@@ -54,12 +56,16 @@ def parse_refund_params(pairs: Sequence[tuple[str, str]]) -> RefundParams:
         else:
             fields.update(only([(name, value)], REFUND_FIELDS))
     source_id, via_pi = _refund_source(fields)
-    amount = fields.get("amount")
+    amount = None if fields.get("amount") is None else positive_int(fields["amount"], "amount")
+    currency = currency_code(fields.get("currency"))
+    if amount is not None and currency is not None and exponent(currency) == 3 and amount % 10:
+        raise invalid("Amounts in three-decimal currencies must end in 0 (round to the nearest "
+                      "ten).", code="invalid_amount", param="amount")
     return RefundParams(
         source_id=source_id,
         via_payment_intent=via_pi,
-        amount=None if amount is None else positive_int(amount, "amount"),
-        currency=currency_code(fields.get("currency")),
+        amount=amount,
+        currency=currency,
         reason=refund_reason(fields.get("reason")),
         metadata=metadata,
     )
@@ -123,6 +129,11 @@ def currency_code(value: str | None) -> str | None:
         return None
     if not _CURRENCY.match(value):
         raise invalid(f"Invalid currency: {value}. Use a lowercase ISO code.", param="currency")
+    try:
+        exponent(value)
+    except UnknownCurrency:
+        raise invalid(f"Invalid currency: {value}. Stripe does not support it.",
+                      param="currency") from None
     return value
 
 

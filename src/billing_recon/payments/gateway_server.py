@@ -22,11 +22,13 @@ from fastapi import FastAPI
 from billing_recon.config import load
 from billing_recon.config.sections import GatewaySettings
 from billing_recon.payments.gateway_app import create_app
+from billing_recon.payments.gateway_lifecycle import Lifecycle
 from billing_recon.payments.gateway_store import (
     DEFAULT_LEASE_S,
     DEFAULT_RETENTION_S,
     GatewayStore,
 )
+from billing_recon.payments.gateway_webhooks import WebhookSender
 
 if TYPE_CHECKING:  # fault injection is a test double, not shipped
     from billing_recon.testing.gateway_faults import FaultInjector, FaultPlan
@@ -62,11 +64,18 @@ class GatewayServer:
         key_lease_s: float = DEFAULT_LEASE_S,
         faults: FaultPlan | None = None,
         startup_timeout_s: float = 15.0,
+        lifecycle: Lifecycle | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         """Configure the server; nothing runs until start(). `faults` switches fault
-        injection on (tests only)."""
+        injection on (tests only). `lifecycle`: what happens to refunds after their first
+        answer; events go to `webhook_url`, signed with `webhook_secret`."""
         self.store_url, self.host, self.port = store_url, host, port
         self.api_key, self.faults = api_key, faults
+        self.lifecycle = lifecycle
+        self.webhook_url, self.webhook_secret = webhook_url, webhook_secret
+        self._sender: WebhookSender | None = None
         self.retention_s, self.key_lease_s = retention_s, key_lease_s
         self.startup_timeout_s = startup_timeout_s
         self._server: uvicorn.Server | None = None
@@ -92,7 +101,8 @@ class GatewayServer:
         if self._server is not None:
             raise RuntimeError("the gateway server is already running")
         self._store = GatewayStore(
-            self.store_url, retention_s=self.retention_s, lease_s=self.key_lease_s
+            self.store_url, retention_s=self.retention_s, lease_s=self.key_lease_s,
+            lifecycle=self.lifecycle,
         )
         sock = self._bind()
         config = uvicorn.Config(
@@ -110,6 +120,8 @@ class GatewayServer:
         self._thread.start()
         try:
             self._wait_until_answering()
+            self._sender = WebhookSender(self._store, self.webhook_url,
+                                         self.webhook_secret).start()
         except BaseException:
             self.stop()
             raise
@@ -124,14 +136,17 @@ class GatewayServer:
         return FaultInjector(app)
 
     def stop(self) -> None:
-        """Shut uvicorn down gracefully, wait for its thread and close the store."""
+        """Stop settling and sending, shut uvicorn down gracefully, wait for its thread and
+        close the store."""
+        if self._sender is not None:
+            self._sender.stop()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._store is not None:
             self._store.close()
-        self._server = self._thread = self._store = None
+        self._server = self._thread = self._store = self._sender = None
 
     def __enter__(self) -> GatewayServer:
         return self.start()
@@ -219,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         retention_s=args.retention_hours * 3600,
         key_lease_s=args.key_lease_seconds,
         faults=fault_plan(args.faults),
+        lifecycle=gateway.lifecycle,
+        webhook_url=settings.webhooks.url,
+        webhook_secret=settings.webhook_secret() if settings.webhooks.url else None,
     )
     with server:
         print(server.url, flush=True)

@@ -27,6 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
+from billing_recon.payments import gateway_lifecycle
+from billing_recon.payments.gateway_lifecycle import Lifecycle
+
 DEFAULT_RETENTION_S = 24 * 3600.0
 DEFAULT_LEASE_S = 60.0
 MAX_KEY_LENGTH = 255
@@ -171,20 +174,25 @@ class GatewayStore:
         retention_s: float = DEFAULT_RETENTION_S,
         lease_s: float = DEFAULT_LEASE_S,
         clock: Callable[[], float] = time.time,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         """Open (and create if needed) the gateway tables at `url`.
 
         `retention_s`: how long keys are kept (Stripe: at least 24 h). `lease_s`: after this long
         an in-flight key whose holder died may be taken over; the holder's late commit then fails.
+        `lifecycle`: what happens to refunds after their first answer (gateway_lifecycle.py;
+        default: every refund succeeds at once and stays so).
         """
         self.engine = make_gateway_engine(url)
         self.retention_s, self.lease_s, self.clock = retention_s, lease_s, clock
-        try:
-            metadata.create_all(self.engine)
-        except sa.exc.DBAPIError:
-            # Another process created the tables between our check and our CREATE; now they
-            # exist and the second pass only checks.
-            metadata.create_all(self.engine)
+        self.lifecycle = lifecycle or Lifecycle()
+        for tables in (metadata, gateway_lifecycle.metadata):
+            try:
+                tables.create_all(self.engine)
+            except sa.exc.DBAPIError:
+                # Another process created the tables between our check and our CREATE; now
+                # they exist and the second pass only checks.
+                tables.create_all(self.engine)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -229,17 +237,27 @@ class GatewayStore:
 
     def get_refund(self, refund_id: str) -> dict[str, Any] | None:
         """The Stripe refund object, or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(refunds.select().where(refunds.c.id == refund_id)).first()
-        return None if row is None else _refund_object(row)
+        found = self._refund_objects(refunds.c.id == refund_id)
+        return found[0] if found else None
 
     def list_refunds(self, charge_id: str | None = None) -> list[dict[str, Any]]:
         """Refund objects, newest first, optionally of one charge (or PaymentIntent) only."""
+        return self._refund_objects(None if charge_id is None
+                                    else refunds.c.charge_id == charge_id)
+
+    def get_refund_in(self, conn: Connection, refund_id: str) -> dict[str, Any]:
+        """The refund object as ``conn``'s transaction sees it (it exists)."""
+        return self._refund_objects(refunds.c.id == refund_id, conn)[0]
+
+    def _refund_objects(self, where: sa.ColumnElement[bool] | None,
+                        conn: Connection | None = None) -> list[dict[str, Any]]:
+        if conn is None:
+            with self.engine.connect() as own:
+                return self._refund_objects(where, own)
         query = refunds.select().order_by(refunds.c.created.desc(), refunds.c.id.desc())
-        if charge_id is not None:
-            query = query.where(refunds.c.charge_id == charge_id)
-        with self.engine.connect() as conn:
-            return [_refund_object(row) for row in conn.execute(query)]
+        rows = list(conn.execute(query if where is None else query.where(where)))
+        planned = gateway_lifecycle.plan_fields(conn, [row.id for row in rows])
+        return [_refund_object(row, planned.get(row.id)) for row in rows]
 
     def refund(
         self, params: RefundParams, *, idempotency_key: str | None, fingerprint: str
@@ -261,7 +279,8 @@ class GatewayStore:
         try:
             with self._begin() as conn:
                 try:
-                    response = StoredResponse(200, self._create_refund(conn, params))
+                    refund = self._create_refund(conn, params, claim.key if claim else None)
+                    response = StoredResponse(200, refund)
                 except ApiError as exc:
                     response = StoredResponse(exc.status, exc.body())
                 if claim is not None:
@@ -273,7 +292,8 @@ class GatewayStore:
                 self._release(claim)
             raise
 
-    def _create_refund(self, conn: Connection, params: RefundParams) -> dict[str, Any]:
+    def _create_refund(self, conn: Connection, params: RefundParams,
+                       key: str | None) -> dict[str, Any]:
         charge = _locked_charge(conn, params)
         amount = _refund_amount(charge, params)
         guarded = (
@@ -284,18 +304,23 @@ class GatewayStore:
         )
         if conn.execute(guarded).rowcount != 1:
             raise RuntimeError(f"charge {charge.id} changed under its row lock")
+        refund_id, now = "re_" + secrets.token_hex(12), self.clock()
+        plan = gateway_lifecycle.plan_for(key or refund_id, self.lifecycle, now)
         row = {
-            "id": "re_" + secrets.token_hex(12),
+            "id": refund_id,
             "charge_id": charge.id,
             "amount": amount,
             "currency": charge.currency,
             "reason": params.reason,
             "meta": params.metadata,
-            "status": "succeeded",
-            "created": int(self.clock()),
+            "status": plan.status.value,
+            "created": int(now),
         }
         conn.execute(refunds.insert().values(**row))
-        return _refund_object(row)
+        gateway_lifecycle.record_plan(conn, refund_id, plan)
+        created = _refund_object(row, {"pending_reason": "processing"})
+        gateway_lifecycle.publish(conn, ["refund.created"], created, now, self.lifecycle)
+        return created
 
     # -- idempotency keys ------------------------------------------------------------------
 
@@ -475,9 +500,12 @@ def _charge_object(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _refund_object(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
+def _refund_object(row: Row[Any] | dict[str, Any],
+                   planned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stripe's refund object; ``planned``: its plan's fields (gateway_lifecycle.py)."""
     r = row if isinstance(row, dict) else row._mapping
     is_pi = r["charge_id"].startswith("pi_")
+    planned = planned or {}
     return {
         "id": r["id"],
         "object": "refund",
@@ -489,4 +517,7 @@ def _refund_object(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
         "reason": r["reason"],
         "status": r["status"],
         "created": r["created"],
+        "pending_reason": planned.get("pending_reason") if r["status"] == "pending" else None,
+        "failure_reason": planned.get("failure_reason") if r["status"] == "failed" else None,
+        "failure_balance_transaction": planned.get("failure_balance_transaction"),
     }

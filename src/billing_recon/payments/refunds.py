@@ -43,6 +43,7 @@ class RefundRequest:
             raise ValueError("a refund needs a charge or PaymentIntent reference")
         if self.amount <= 0:
             raise ValueError(f"refund amount must be positive: {self.amount}")
+        to_minor_units(self.amount, self.currency)  # an unknown currency or a bad amount: now
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class GatewayRefund:
     currency: str
     status: str
     metadata: dict[str, str] = field(default_factory=dict)
+    failure_reason: str | None = None
 
 
 _DEFAULTS = GatewaySettings()
@@ -121,7 +123,7 @@ class RefundClient:
 
     def _refund_once(self, req: RefundRequest, retry: bool) -> GatewayRefund:
         params = RefundCreateParams(
-            amount=to_minor_units(req.amount),
+            amount=to_minor_units(req.amount, req.currency),
             currency=req.currency.lower(),
             reason=req.reason,
             metadata=dict(req.metadata),
@@ -154,6 +156,15 @@ class RefundClient:
         except stripe.StripeError as exc:
             raise _gateway_error(exc) from exc
 
+    def retrieve_refund(self, gateway_refund_id: str) -> GatewayRefund:
+        """The refund as the gateway has it now (its current status): how a webhook event or
+        the sweep learns the truth, whatever order events came in."""
+        try:
+            refund = self._client.v1.refunds.retrieve(gateway_refund_id)
+        except stripe.StripeError as exc:
+            raise _gateway_error(exc) from exc
+        return _to_gateway_refund(refund, via_pi=refund.charge is None)
+
     def find_refund(self, charge_ref: str, metadata: dict[str, str]) -> GatewayRefund | None:
         """The charge's refund whose metadata contains `metadata`, if the gateway has one.
 
@@ -181,10 +192,11 @@ def _to_gateway_refund(refund: stripe.Refund, via_pi: bool) -> GatewayRefund:
     return GatewayRefund(
         gateway_refund_id=refund.id,
         charge_ref=ref if isinstance(ref, str) else ref.id,
-        amount=from_minor_units(refund.amount),
+        amount=from_minor_units(refund.amount, refund.currency),
         currency=refund.currency,
         status=str(refund.status),
         metadata=_metadata(refund),
+        failure_reason=getattr(refund, "failure_reason", None),  # absent on older objects
     )
 
 

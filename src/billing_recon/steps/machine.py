@@ -25,7 +25,7 @@ class Step(StrEnum):
     CONCLUDE = "advance_analyzed"  # ANALYZED -> APPROVAL_PENDING, CLOSED or DUPLICATE
     DECIDE = "wait_for_decision"  # a human decides (UI form or CLI)
     REFUND = "execute_refund"  # the non-agentic refund worker, then record_refunds
-    CLOSE = "draft_reply"  # REFUNDED -> CLOSED(refunded)
+    CLOSE = "settle_refunds"  # REFUNDED -> CLOSED(refunded) once every refund succeeded
 
 
 STEP_OF: dict[State, Step] = {

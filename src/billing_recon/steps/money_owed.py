@@ -42,9 +42,11 @@ from billing_recon.domain.proposal import (
     Proposal,
     build_proposal,
 )
+from billing_recon.domain.refund_status import UNDONE
 from billing_recon.errors import RefundRefused
-from billing_recon.store import billing, commitments
+from billing_recon.store import billing, commitments, ledger
 from billing_recon.store.commitments import Held
+from billing_recon.store.ledger import counted
 from billing_recon.store.models import Payment, Refund, Ticket
 from billing_recon.store.tickets import format_ticket_id
 
@@ -92,7 +94,9 @@ def propose(session: Session, settings: Settings, ticket: Ticket, trusted: dict[
                                          - pay_held.get(b.payment_id, ZERO)))
                 for b in billing.payment_balances(tables)]
     base = build_proposal(ticket.ticket_key or "", customer, rows, balances, claimed)
-    return frozen(settings, base.model_copy(update={"covered": [h.covered() for h in held]}))
+    retry = sum(r.status in UNDONE for r in ledger.of_ticket(session, ticket.id))
+    return frozen(settings, base.model_copy(update={"covered": [h.covered() for h in held],
+                                                    "retry": retry}))
 
 
 def _refunded_since(session: Session, tables: dict[str, pd.DataFrame]
@@ -104,7 +108,7 @@ def _refunded_since(session: Session, tables: dict[str, pd.DataFrame]
     per_inv: dict[str, Decimal] = {}
     per_pay: dict[str, Decimal] = {}
     rows = session.execute(select(Refund.refund_id, Refund.payment_id, Refund.amount)
-                           .where(Refund.payment_id.in_(sorted(invoice_of))))
+                           .where(Refund.payment_id.in_(sorted(invoice_of)), counted()))
     for refund_id, payment_id, amount in rows:
         if refund_id not in known:
             inv = invoice_of[payment_id]

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from billing_recon.domain.approval import verify_token
 from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import PaymentRefund, Proposal
+from billing_recon.domain.refund_status import UNDONE, RefundStatus, parse
 from billing_recon.domain.ticket_key import refund_idempotency_key
 from billing_recon.errors import ConcurrentTransition, GatewayRejected, InvalidApprovalToken
 from billing_recon.payments.layers import Layer
@@ -34,9 +33,9 @@ from billing_recon.payments.refunds import RefundClient, RefundRequest
 from billing_recon.steps import approval_gate, money_owed
 from billing_recon.steps.approver_identity import codes_required
 from billing_recon.steps.deps import Deps
+from billing_recon.steps.refund_outcome import Answer, RefundOutcome
 from billing_recon.store import commitments, ledger, tickets
 from billing_recon.store.models import Ticket
-from billing_recon.store.types import utcnow
 
 BUSY_POLL_S = 0.2
 _PAST_APPROVED = {State.REFUNDED.value, State.CLOSED.value}
@@ -71,35 +70,14 @@ def _engine(deps: Deps) -> Engine:
     return engine
 
 
-class Answer(BaseModel):
-    """The gateway's refund for one call, and when we learnt of it."""
-
-    model_config = ConfigDict(frozen=True)
-    gateway_refund_id: str
-    refunded_at: datetime
-
-    @classmethod
-    def now(cls, gateway_refund_id: str) -> Answer:
-        """An answer received (or found) just now."""
-        return cls(gateway_refund_id=gateway_refund_id, refunded_at=utcnow())
-
-
-class RefundOutcome(Answer):
-    """What one gateway call refunded: the ledger row written with the move to REFUNDED."""
-
-    payment_id: str
-    amount: Decimal
-    currency: str
-    idempotency_key: str
-
-
 def _recorded(deps: Deps, key: str) -> Answer | None:
     with deps.sessions() as session:
         row = ledger.find(session, key)
     if row is None:
         return None
     return Answer(gateway_refund_id=row.gateway_refund_id or row.refund_id,
-                  refunded_at=row.refunded_at)
+                  refunded_at=row.refunded_at, status=row.status,
+                  failure_reason=row.failure_reason)
 
 
 def execute_refund(deps: Deps, ticket_id: int, actor: str, *,
@@ -123,11 +101,28 @@ def execute_refund(deps: Deps, ticket_id: int, actor: str, *,
                  {"proposal_hash": ticket.proposal_hash, "recovering": recovering})
     client = deps.refund_client()
     try:
-        return [_refund_payment(deps, client, Call(ticket, proposal, refund.currency, pay,
+        made = [_refund_payment(deps, client, Call(ticket, proposal, refund.currency, pay,
                                                    expected[pay.invoice_id]), recovering)
                 for refund in proposal.refunds for pay in refund.payments]
+        return [_with_status(client, outcome) for outcome in made]
     finally:
         client.close()
+
+
+def _with_status(client: RefundClient, outcome: RefundOutcome) -> RefundOutcome:
+    """The outcome with the refund's status: an answer adopted from a claim has none yet."""
+    if outcome.status is not None:
+        return outcome
+    now = client.retrieve_refund(outcome.gateway_refund_id)
+    return outcome.model_copy(update={"status": now.status,
+                                      "failure_reason": now.failure_reason})
+
+
+def refund_attempt(deps: Deps, ticket_id: int) -> int:
+    """How many of the ticket's refunds failed or were canceled: a retry's attempt number
+    (part of the refund step's cache key, so a retry is not answered from the first one)."""
+    with deps.sessions() as session:
+        return sum(r.status in UNDONE for r in ledger.of_ticket(session, ticket_id))
 
 
 @dataclass(frozen=True)
@@ -140,13 +135,13 @@ class Call:
     currency: str
     pay: PaymentRefund
     expected_total: Decimal
+    attempt: int = 0
 
     def outcome(self, key: str, answer: Answer) -> RefundOutcome:
         """The refund this call made (or found) on the payment."""
         return RefundOutcome(payment_id=self.pay.payment_id, amount=self.pay.amount,
                              currency=self.currency, idempotency_key=key,
-                             gateway_refund_id=answer.gateway_refund_id,
-                             refunded_at=answer.refunded_at)
+                             **answer.model_dump())
 
     def guard(self, conn: Connection) -> None:
         """The invariant of money owed, checked under the customer's lock in ``conn``'s
@@ -159,7 +154,10 @@ class Call:
 def _refund_payment(deps: Deps, client: RefundClient, call: Call,
                     recovering: bool) -> RefundOutcome:
     ticket, pay = call.ticket, call.pay
-    key = refund_idempotency_key(ticket.ticket_key or "", pay.payment_id)
+    with deps.sessions() as session:  # a retry after a failed refund is a new request
+        attempt = ledger.failed_attempts(session, ticket.id, pay.payment_id)
+    key = refund_idempotency_key(ticket.ticket_key or "", pay.payment_id, attempt)
+    call = replace(call, attempt=attempt)
     deps.switches.crash_point("refund.before_payment")
     if not deps.switches.on(Layer.LEDGER):
         with _engine(deps).begin() as conn:  # no write-ahead claim: the check alone
@@ -208,18 +206,21 @@ def _lookup_or_call(deps: Deps, client: RefundClient, call: Call, key: str,
                     lookup: bool) -> Answer:
     ticket, pay = call.ticket, call.pay
     if lookup:
-        found = client.find_refund(pay.charge_ref or "", _metadata(ticket, pay.payment_id))
+        found = client.find_refund(pay.charge_ref or "", _metadata(call))
         if found is not None:
             tickets.note(deps.sessions, ticket.id, "gateway_refund_found", "refund_worker",
                          {"payment_id": pay.payment_id,
                           "gateway_refund_id": found.gateway_refund_id})
-            return Answer.now(found.gateway_refund_id)
+            return Answer.now(found.gateway_refund_id, found)
     return _call(deps, client, call, key)
 
 
-def _metadata(ticket: Ticket, payment_id: str) -> dict[str, str]:
-    return {"ticket": tickets.format_ticket_id(ticket.id), "ticket_key": ticket.ticket_key or "",
-            "payment_id": payment_id}
+def _metadata(call: Call) -> dict[str, str]:
+    ticket = call.ticket
+    labels = {"ticket": tickets.format_ticket_id(ticket.id),
+              "ticket_key": ticket.ticket_key or "", "payment_id": call.pay.payment_id}
+    # A retry's refund is told apart from the failed one it replaces (both name the payment).
+    return labels if call.attempt == 0 else {**labels, "attempt": str(call.attempt)}
 
 
 def _call(deps: Deps, client: RefundClient, call: Call, key: str) -> Answer:
@@ -228,16 +229,20 @@ def _call(deps: Deps, client: RefundClient, call: Call, key: str) -> Answer:
     # Without the gateway layer each attempt is a new request to the gateway: a random key,
     # and no blind retry that could repeat a refund the gateway already made.
     sent_key = key if idempotent else f"{key}:{secrets.token_hex(8)}"
-    request = RefundRequest(charge_ref=pay.charge_ref or "", amount=pay.amount,
-                            currency=call.currency, idempotency_key=sent_key,
-                            metadata=_metadata(ticket, pay.payment_id))
+    try:
+        request = RefundRequest(charge_ref=pay.charge_ref or "", amount=pay.amount,
+                                currency=call.currency, idempotency_key=sent_key,
+                                metadata=_metadata(call))
+    except ValueError as exc:  # an unknown currency, an amount finer than it allows: unsent
+        raise GatewayRejected(str(exc), code="amount_not_sendable", status=None) from exc
     deps.switches.crash_point("refund.before_call")
     result = client.refund(request, retry=idempotent)
     deps.switches.crash_point("refund.after_call")
     tickets.note(deps.sessions, ticket.id, "gateway_refund", "refund_worker",
                  {"payment_id": pay.payment_id, "idempotency_key": key,
-                  "gateway_refund_id": result.gateway_refund_id, "amount": str(result.amount)})
-    return Answer.now(result.gateway_refund_id)
+                  "gateway_refund_id": result.gateway_refund_id, "amount": str(result.amount),
+                  "status": result.status})
+    return Answer.now(result.gateway_refund_id, result)
 
 
 def record_refunds(deps: Deps, ticket_id: int, results: list[RefundOutcome],
@@ -254,7 +259,9 @@ def record_refunds(deps: Deps, ticket_id: int, results: list[RefundOutcome],
         for r in results:
             ledger.record(session, idempotency_key=r.idempotency_key, payment_id=r.payment_id,
                           amount=r.amount, currency=r.currency, ticket_id=ticket_id,
-                          gateway_refund_id=r.gateway_refund_id, at=r.refunded_at)
+                          gateway_refund_id=r.gateway_refund_id, at=r.refunded_at,
+                          status=parse(r.status or RefundStatus.PENDING.value),
+                          failure_reason=r.failure_reason)
 
     try:
         done = tickets.transition(deps.sessions, ticket_id, State.REFUNDED, actor=actor,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing_recon.domain.proposal import PaymentBalance
+from billing_recon.store.ledger import counted
 from billing_recon.store.models import (
     Base,
     Credit,
@@ -104,8 +105,9 @@ def scope_tables(session: Session, customer_id: str, invoice_ids: Sequence[str]
         "invoice_lines": list(session.scalars(select(InvoiceLine).where(
             InvoiceLine.invoice_id.in_(ids)).order_by(InvoiceLine.line_id))),
         "payments": pays,
-        "refunds": list(session.scalars(select(Refund).where(
-            Refund.payment_id.in_([p.payment_id for p in pays])).order_by(Refund.refund_id))),
+        "refunds": list(session.scalars(select(Refund).where(  # failed ones are owed again
+            Refund.payment_id.in_([p.payment_id for p in pays]), counted())
+            .order_by(Refund.refund_id))),
         "credits": list(session.scalars(select(Credit).where(
             Credit.invoice_id.in_(ids), Credit.customer_id == customer_id)
             .order_by(Credit.credit_id))),

@@ -33,7 +33,7 @@ from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import Covered, Proposal
 from billing_recon.errors import UserInputError
 from billing_recon.store.leases import ensure_tables
-from billing_recon.store.ledger import calls, metadata
+from billing_recon.store.ledger import calls, counted, metadata
 from billing_recon.store.models import Customer, Payment, Refund, Ticket
 from billing_recon.store.tickets import format_ticket_id
 
@@ -136,7 +136,7 @@ def _refunded(session: Session, invoice_ids: set[str], ticket_id: int | None) ->
         select(Refund.ticket_id, Payment.invoice_id, Refund.payment_id, Refund.amount)
         .join(Payment, Payment.payment_id == Refund.payment_id)
         .where(Payment.invoice_id.in_(sorted(invoice_ids)), Refund.ticket_id.is_not(None),
-               Refund.ticket_id != (ticket_id or 0))
+               Refund.ticket_id != (ticket_id or 0), counted())
         .order_by(Refund.refunded_at))
     return [Held(int(t), str(i), str(p), Decimal(a), "refunded") for t, i, p, a in rows]
 
@@ -178,7 +178,7 @@ def invoice_ledger(session: Session, invoice_id: str) -> Ledger:
     per_payment = _sum((str(p), Decimal(a)) for p, a in session.execute(
         select(Refund.payment_id, Refund.amount)
         .join(Payment, Payment.payment_id == Refund.payment_id)
-        .where(Payment.invoice_id == invoice_id)))
+        .where(Payment.invoice_id == invoice_id, counted())))
     return Ledger(paid=sum(payments.values(), Decimal(0)),
                   refunded=sum(per_payment.values(), Decimal(0)),
                   payments=payments, refunded_per_payment=per_payment)

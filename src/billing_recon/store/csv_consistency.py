@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from billing_recon.domain.money import fmt
 from billing_recon.errors import CsvLoadError
+from billing_recon.store.ledger import counted
 from billing_recon.store.models import Base, Invoice, Payment, Refund
 
 # Bound the IN (...) lists so no backend's parameter limit is reached (as csv_loader does).
@@ -160,7 +161,7 @@ def _stored_refunds(
     for chunk in _chunks(payment_ids):
         query = select(Refund.refund_id, Refund.payment_id, Refund.amount)
         for refund_id, payment_id, amount in session.execute(
-            query.where(Refund.payment_id.in_(chunk))
+            query.where(Refund.payment_id.in_(chunk), counted())
         ):
             if refund_id not in reloaded:
                 totals[payment_id] = totals.get(payment_id, _ZERO) + amount

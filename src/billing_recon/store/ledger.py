@@ -18,10 +18,11 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import ColumnElement, Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from billing_recon.domain.refund_status import UNDONE, WAITING, RefundStatus
 from billing_recon.store.leases import ensure_tables
 from billing_recon.store.models import Refund
 
@@ -49,23 +50,69 @@ class CallClaim:
     gateway_refund_id: str | None = None
 
 
+def counted() -> ColumnElement[bool]:
+    """The ledger rows that count as refunded: every status but failed and canceled (the
+    money went back to the merchant), so a failed refund is owed again."""
+    return Refund.status.not_in(sorted(UNDONE))
+
+
 def find(session: Session, idempotency_key: str) -> Refund | None:
     """The ledger row of an idempotency key, if the refund was recorded."""
     return session.scalar(select(Refund).where(Refund.idempotency_key == idempotency_key))
 
 
 def record(session: Session, *, idempotency_key: str, payment_id: str, amount: Decimal,
-           currency: str, ticket_id: int, gateway_refund_id: str, at: datetime) -> Refund:
+           currency: str, ticket_id: int, gateway_refund_id: str, at: datetime,
+           status: RefundStatus = RefundStatus.SUCCEEDED,
+           failure_reason: str | None = None) -> Refund:
     """Insert the refund unless its key is already recorded (then return that row)."""
     existing = find(session, idempotency_key)
     if existing is not None:
         return existing
     row = Refund(refund_id=gateway_refund_id, payment_id=payment_id, amount=amount,
                  currency=currency, refunded_at=at, idempotency_key=idempotency_key,
-                 ticket_id=ticket_id, gateway_refund_id=gateway_refund_id)
+                 ticket_id=ticket_id, gateway_refund_id=gateway_refund_id,
+                 status=status.value, failure_reason=failure_reason, status_at=at)
     session.add(row)
     session.flush()
     return row
+
+
+def of_ticket(session: Session, ticket_id: int) -> list[Refund]:
+    """The refunds a ticket made, every attempt, oldest first."""
+    return list(session.scalars(select(Refund).where(Refund.ticket_id == ticket_id)
+                                .order_by(Refund.refunded_at, Refund.refund_id)))
+
+
+def by_gateway_id(session: Session, gateway_refund_id: str) -> Refund | None:
+    """The ledger row of a gateway refund, locked for update (its status may change)."""
+    return session.scalar(select(Refund).where(Refund.gateway_refund_id == gateway_refund_id)
+                          .with_for_update())
+
+
+def failed_attempts(session: Session, ticket_id: int, payment_id: str) -> int:
+    """How many of the ticket's refunds of this payment failed or were canceled."""
+    return len(list(session.scalars(select(Refund.refund_id).where(
+        Refund.ticket_id == ticket_id, Refund.payment_id == payment_id,
+        Refund.status.in_(sorted(UNDONE))))))
+
+
+def unsettled(session: Session, succeeded_since: datetime) -> list[Refund]:
+    """The refunds this system made whose status may still change: waiting ones, and
+    succeeded ones younger than the late-failure window (Stripe can still fail them)."""
+    waiting = Refund.status.in_(sorted(WAITING))
+    recent = (Refund.status == RefundStatus.SUCCEEDED.value) & (
+        Refund.refunded_at >= succeeded_since)
+    return list(session.scalars(select(Refund).where(
+        Refund.gateway_refund_id.is_not(None), waiting | recent)
+        .order_by(Refund.refunded_at, Refund.refund_id)))
+
+
+def unescalated_failures(session: Session) -> list[int]:
+    """Tickets with a failed or canceled refund they were not escalated for yet."""
+    return sorted({t for t in session.scalars(select(Refund.ticket_id).where(
+        Refund.ticket_id.is_not(None), Refund.status.in_(sorted(UNDONE)),
+        Refund.failure_escalated_at.is_(None))) if t is not None})
 
 
 def all_refunds(session: Session) -> list[Refund]:

@@ -127,7 +127,16 @@ class Refund(Base):
     # Unique: the ledger's own exactly-once layer (one row per gateway idempotency key).
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), nullable=True)
-    gateway_refund_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    gateway_refund_id: Mapped[str | None] = mapped_column(String(128), nullable=True,
+                                                          index=True)
+    # Stripe's status (domain/refund_status.py); loaded history is ``succeeded``. Only a later
+    # status replaces it; ``failed``/``canceled`` refunds do not count as refunded.
+    status: Mapped[str] = mapped_column(String(24), default="succeeded",
+                                        server_default="succeeded", index=True)
+    failure_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the ticket was escalated for this refund's failure (it is then the operator's).
+    failure_escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Credit(Base):
@@ -140,6 +149,24 @@ class Credit(Base):
     amount: Mapped[Decimal] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookEvent(Base):
+    """A gateway webhook event as received (signature verified), before and after its work.
+
+    The row is written before the receiver answers 2xx: an event is never lost by a crash
+    after the answer, and a duplicate (same id) changes nothing.
+    """
+
+    __tablename__ = "webhook_events"
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    refund_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True,
+                                                          index=True)
+    outcome: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class InboundEmail(Base):
