@@ -56,7 +56,7 @@ class ReceiverProcess:
             BILLING_RECON_CHAOS_KILL_AT=f"{point}:{self.rng.randint(2, 6)}" if armed else "")}
         log = open(self.world.root / "receiver.log", "ab")  # noqa: SIM115 - the child's
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "billing_recon.payments.webhook_server", "--port",
+            [sys.executable, "-m", "billing_recon.webhook_service", "--port",
              str(self.world.webhook_port)], stdout=subprocess.DEVNULL, stderr=log,
             cwd=self.world.root, env=env)
         log.close()

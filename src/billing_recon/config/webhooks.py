@@ -29,7 +29,7 @@ class WebhookSettings(Section):
         "a random `whsec_` key created once in `webhook.key` under the home folder, shared "
         "by the local gateway and the receiver.")
     host: str = Field(default="127.0.0.1", description="Address the receiver service "
-                      "listens on (`python -m billing_recon.payments.webhook_server`).")
+                      "listens on (`python -m billing_recon.webhook_service`).")
     port: int = Field(default=8788, ge=0, le=65535, description="Port of the receiver "
                       "service; the embedded receiver takes any free port.")
     tolerance_s: int = Field(

@@ -1,21 +1,13 @@
-"""Run the webhook receiver: in a background thread beside the embedded local gateway, or as
-its own service when deployed:
-
-    python -m billing_recon.payments.webhook_server [--host 0.0.0.0] [--port 8788]
-
-serves ``POST /v1/webhooks/stripe`` until SIGTERM or SIGINT, on the billing database and with
-the signing secret of the settings (BILLING_RECON_WEBHOOK_*, docs/configuration.md). Point
-Stripe's webhook endpoint (or the local gateway's ``BILLING_RECON_WEBHOOK_URL``) at it.
+"""The webhook receiver's server: in a background thread beside the embedded local gateway, or
+as its own service when deployed (``python -m billing_recon.webhook_service``, which builds the
+deps this module does not import).
 """
 
 from __future__ import annotations
 
-import argparse
-import signal
 import socket
 import threading
 import time
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import httpx
@@ -78,40 +70,3 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Serve the receiver on the settings' database and secret until SIGTERM/SIGINT."""
-    from billing_recon import runtime
-    from billing_recon.config import load
-    from billing_recon.steps.webhook_inbox import WebhookInbox
-
-    settings = load()
-    parser = argparse.ArgumentParser(prog="python -m billing_recon.payments.webhook_server",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=settings.webhooks.host)
-    parser.add_argument("--port", type=int, default=settings.webhooks.port)
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-
-    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    deps = runtime.build(settings)
-    server = WebhookServer(WebhookInbox(deps), secret=settings.webhook_secret(),
-                           tolerance_s=settings.webhooks.tolerance_s, host=args.host,
-                           port=args.port).start()
-    print(server.url, flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        runtime.reset()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
