@@ -13,18 +13,18 @@ from typing import Any
 
 import pytest
 
-from billing_recon import pipeline, runtime
+from billing_recon import runtime
 from billing_recon.agents.schemas import AnalysisOutput
-from billing_recon.domain.fsm import State
 from billing_recon.errors import AnalysisFailed, SandboxUnavailable
 from billing_recon.llm.offline import OfflineModel
-from billing_recon.steps import intake, reconciliation
+from billing_recon.steps import reconciliation
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.sample_data import generate
 from billing_recon.testing.chat_server import ChatServer
 from tests.integration.e2b_loopback import FakeE2B
+from tests.integration.ticket_support import fetched_ticket
 from tests.llm_server import use_openai
 
 ACTOR = "test"
@@ -60,17 +60,6 @@ def deps(sample: Any, fake: FakeE2B, chat_server: ChatServer, tmp_path: Path,
     runtime.reset()
 
 
-def _fetched(deps: Deps, sample: Any) -> int:
-    """A sample ticket with a refund to propose, moved to DATA_FETCHED."""
-    name = next(n for n, t in sorted(sample.ground_truth.items())
-                if t["expected_state"] == State.APPROVAL_PENDING.value)
-    ticket = intake.open_ticket(deps, (sample.inbox_dir / name).read_bytes(), name).ticket
-    while ticket.state != State.DATA_FETCHED.value:
-        pipeline.step(deps, ticket, ACTOR)
-        ticket = tickets.get(deps.sessions, ticket.id)
-    return ticket.id
-
-
 def _repair_prompts(server: ChatServer) -> list[str]:
     """The 'It failed' turns of every analysis request the model got."""
     return [m["content"] for r in server.requests if r.agent == "analysis"
@@ -80,7 +69,7 @@ def _repair_prompts(server: ChatServer) -> list[str]:
 def test_e2b_dead_kernel_spends_no_attempt_and_never_reaches_the_model(
         deps: Deps, sample: Any, fake: FakeE2B, chat_server: ChatServer) -> None:
     chat_server.script("analysis", {"script": GOOD})
-    ticket_id = _fetched(deps, sample)
+    ticket_id = fetched_ticket(deps, sample, ACTOR)
     fake.fault = "kernel_dies"
 
     with pytest.raises(SandboxUnavailable, match="ContextRestarting"):
@@ -99,7 +88,7 @@ def test_e2b_dead_kernel_spends_no_attempt_and_never_reaches_the_model(
 def test_e2b_script_error_is_an_attempt_and_its_repair_prompt_has_a_plain_traceback(
         deps: Deps, sample: Any, chat_server: ChatServer) -> None:
     chat_server.script("analysis", {"script": BROKEN}, {"script": GOOD})
-    ticket_id = _fetched(deps, sample)
+    ticket_id = fetched_ticket(deps, sample, ACTOR)
 
     with pytest.raises(AnalysisFailed, match="ZeroDivisionError"):
         reconciliation.analysis_attempt(deps, ticket_id, ACTOR)

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
-from billing_recon import pipeline, runtime
+from billing_recon import runtime
 from billing_recon.domain.fsm import State
-from billing_recon.steps import intake, reconciliation
+from billing_recon.steps import reconciliation
 from billing_recon.steps.deps import Deps
-from billing_recon.store import tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.sample_data import generate
+from tests.integration.ticket_support import fetched_ticket
 
 ACTOR = "test"
 
@@ -41,18 +41,6 @@ def deps(sample: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     runtime.reset()
 
 
-def _fetched(deps: Deps, sample: Any) -> int:
-    """A sample ticket with a refund to propose, moved to DATA_FETCHED."""
-    name = next(n for n, t in sorted(sample.ground_truth.items())
-                if t["expected_state"] == State.APPROVAL_PENDING.value)
-    raw = (sample.inbox_dir / name).read_bytes()
-    ticket = intake.open_ticket(deps, raw, name).ticket
-    while ticket.state != State.DATA_FETCHED.value:
-        pipeline.step(deps, ticket, ACTOR)
-        ticket = tickets.get(deps.sessions, ticket.id)
-    return ticket.id
-
-
 class _Reads:
     """Counts the statements that read invoice lines (every scope read issues one)."""
 
@@ -67,7 +55,7 @@ class _Reads:
 
 def test_analysis_and_verification_of_a_ticket_read_its_scope_once(
         deps: Deps, sample: Any) -> None:
-    ticket_id = _fetched(deps, sample)
+    ticket_id = fetched_ticket(deps, sample, ACTOR)
     reads = _Reads(deps.sessions.kw["bind"])
     summary = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
     ticket = reconciliation.verify_proposal(deps, ticket_id, summary, ACTOR)
@@ -77,7 +65,7 @@ def test_analysis_and_verification_of_a_ticket_read_its_scope_once(
 
 def test_the_cross_check_still_rejects_a_sandbox_answer_the_trusted_rules_disagree_with(
         deps: Deps, sample: Any) -> None:
-    ticket_id = _fetched(deps, sample)
+    ticket_id = fetched_ticket(deps, sample, ACTOR)
     analysis = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
     forged = replace(analysis, summary=analysis.summary.model_copy(update={"invoices": {
         i: row.model_copy(update={"refundable": "999999.00"})
@@ -88,7 +76,7 @@ def test_the_cross_check_still_rejects_a_sandbox_answer_the_trusted_rules_disagr
 
 def test_verification_without_a_kept_read_reads_the_scope_itself(
         deps: Deps, sample: Any) -> None:
-    ticket_id = _fetched(deps, sample)
+    ticket_id = fetched_ticket(deps, sample, ACTOR)
     analysis = reconciliation.analysis_attempt(deps, ticket_id, ACTOR)
     reads = _Reads(deps.sessions.kw["bind"])  # as in another process, or after a restart:
     ticket = reconciliation.verify_proposal(deps, ticket_id, replace(analysis, rows=None), ACTOR)
