@@ -15,7 +15,6 @@ import time
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
-import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -29,6 +28,7 @@ from billing_recon.payments.gateway_store import (
     GatewayStore,
 )
 from billing_recon.payments.gateway_webhooks import WebhookSender
+from billing_recon.payments.serving import answers, bind
 
 if TYPE_CHECKING:  # fault injection is a test double, not shipped
     from billing_recon.testing.gateway_faults import FaultInjector, FaultPlan
@@ -160,11 +160,7 @@ class GatewayServer:
         self.stop()
 
     def _bind(self) -> socket.socket:
-        # Binding ourselves (rather than letting uvicorn) is what makes port 0 usable: the
-        # kernel's choice is known before the server starts.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         return sock
 
@@ -174,18 +170,10 @@ class GatewayServer:
         while time.monotonic() < deadline:
             if not self._thread.is_alive():
                 raise RuntimeError("the gateway server exited during startup")
-            if self._server.started and _answers(f"{self.url}/healthz"):
+            if self._server.started and answers(f"{self.url}/healthz"):
                 return
             time.sleep(0.02)
         raise TimeoutError(f"the gateway server did not answer within {self.startup_timeout_s}s")
-
-
-def _answers(url: str) -> bool:
-    try:
-        # trust_env=False: a proxy from the environment must not intercept loopback traffic.
-        return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _parse_args(argv: list[str] | None, gateway: GatewaySettings) -> argparse.Namespace:

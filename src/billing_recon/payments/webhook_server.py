@@ -5,15 +5,14 @@ deps this module does not import).
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING
 
-import httpx
 import uvicorn
 
 from billing_recon.config.webhooks import PATH
+from billing_recon.payments.serving import answers, bind
 from billing_recon.payments.webhook_app import create_webhook_app
 
 if TYPE_CHECKING:
@@ -41,15 +40,13 @@ class WebhookServer:
 
     def start(self, timeout_s: float = 15.0) -> WebhookServer:
         """Serve, start the inbox's worker (it first works on what an earlier run left)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="webhook-server", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
-        while not (self._server.started and _answers(f"http://{self.host}:{self.port}/healthz")):
+        while not (self._server.started and answers(f"http://{self.host}:{self.port}/healthz")):
             if time.monotonic() > deadline or not self._thread.is_alive():
                 self.stop()
                 raise RuntimeError("the webhook receiver did not start")
@@ -63,10 +60,3 @@ class WebhookServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.inbox.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
