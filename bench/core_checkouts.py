@@ -44,20 +44,24 @@ emails = sample.emails(int(sys.argv[5]))
 deps = runtime.build(load())
 load_directory(deps.sessions, sample.data_dir)
 count = [0]
-event.listen(deps.sessions.kw["bind"], "before_cursor_execute", lambda *a: count.__setitem__(0, count[0] + 1))
+def counted(*_):
+    count[0] += 1
+event.listen(deps.sessions.kw["bind"], "before_cursor_execute", counted)
 pipeline.process_email(deps, sample.emails()[-1].read_bytes(), "warm-up")
 count[0] = 0
 wall, cpu = time.perf_counter(), time.process_time()
 ended = [pipeline.process_email(deps, p.read_bytes(), str(p)) for p in emails]
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 right = sum(ground_truth.matches(sample.ground_truth[p.name], t) for p, t in zip(emails, ended))
-print(json.dumps({"wall": wall, "cpu": cpu, "statements": count[0], "right": right, "n": len(emails)}))
+print(json.dumps({"wall": wall, "cpu": cpu, "statements": count[0], "right": right,
+                  "n": len(emails)}))
 """
 
 
 def _once(links: Path, sample: world.World, truth: Path, tickets: int, db_url: str,
           home: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_RECON_", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BILLING_RECON_", "PYTHONPATH"))}
     env.update(PYTHONPATH=str(links), BILLING_RECON_DATABASE_URL=db_url,
                BILLING_RECON_HOME=str(home))
     out = subprocess.run([sys.executable, "-c", CHILD, str(HERE), str(sample.data_dir),
