@@ -107,7 +107,7 @@ def _money(records: list[TicketRecord]) -> dict[str, Any]:
     """Per currency: the sum of over-proposals and of under-proposals, invoice by invoice."""
     over: dict[str, Decimal] = defaultdict(lambda: _ZERO)
     under: dict[str, Decimal] = defaultdict(lambda: _ZERO)
-    wrong_tickets, seen = 0, set()
+    wrong_tickets, seen = 0, set[str]()
     for r in records:
         want: dict[tuple[str, str], Decimal] = {}
         if r.label.refund is not None:

@@ -32,6 +32,8 @@ from billing_recon.config import DatabaseSettings, Settings
 from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import BillingReconError, ShadowModeRefund
+
+__all__ = ["ShadowModeRefund", "run", "run_ticket", "scratch_deps"]
 from billing_recon.evaluation.configs import Configuration
 from billing_recon.evaluation.labels import Label
 from billing_recon.evaluation.records import ERROR_STATE, TicketRecord, WouldRefund
