@@ -13,6 +13,7 @@ from billing_recon.config.sections import (
 )
 from billing_recon.config.settings import (
     Settings,
+    file_variables,
     from_variables,
     load,
     secret_fingerprint,
@@ -22,5 +23,5 @@ from billing_recon.config.webhooks import WebhookSettings
 
 __all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "IntakeSettings",
            "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings", "Price",
-           "SandboxSettings", "Settings", "SwitchSettings", "WebhookSettings", "from_variables",
-           "load", "secret_fingerprint", "with_variables"]
+           "SandboxSettings", "Settings", "SwitchSettings", "WebhookSettings", "file_variables",
+           "from_variables", "load", "secret_fingerprint", "with_variables"]

@@ -196,6 +196,11 @@ def from_variables(values: Mapping[str, str]) -> Settings:
         raise UserInputError(explain(exc)) from None
 
 
+def file_variables(path: Path) -> dict[str, str]:
+    """The variables a ``.env``-style file sets (a bare name counts as empty: unset)."""
+    return {name: value or "" for name, value in dotenv_values(path).items()}
+
+
 def with_variables(values: Mapping[str, str]) -> Settings:
     """The settings of this process with ``values`` (variable -> value) winning over the
     environment, which wins over ``.env``: one configuration among several (evaluation)."""

@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dotenv import dotenv_values
-
-from billing_recon.config import Settings, with_variables
+from billing_recon.config import Settings, file_variables, with_variables
 from billing_recon.errors import UserInputError
 
 OFFLINE = "offline"
@@ -34,7 +32,7 @@ def _variables(spec: str) -> dict[str, str]:
     if spec == OFFLINE:
         return {"BILLING_RECON_LLM": "offline"}
     if Path(spec).is_file():
-        return {k: v or "" for k, v in dotenv_values(spec).items()}
+        return file_variables(Path(spec))
     pairs: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, value = item.partition("=")
