@@ -12,7 +12,7 @@ from typing import Any
 from billing_recon.errors import UserInputError
 from billing_recon.evaluation import configs, summary
 from billing_recon.evaluation.evaluate import evaluate, failures, labelled_folder
-from billing_recon.evaluation.metrics import flat
+from billing_recon.evaluation.metrics import METRIC_NAMES, unknown_metrics
 from billing_recon.progress import ProgressBar
 
 
@@ -54,12 +54,12 @@ def _thresholds(items: list[str], flag: str) -> dict[str, float]:
     return out
 
 
-def _check_names(thresholds: dict[str, float], report: dict[str, Any]) -> None:
-    known = set().union(*(flat(s) for s in report["configurations"].values()))
-    unknown = [n for n in thresholds if n not in known and "_money." not in n]
+def _check_names(thresholds: dict[str, float]) -> None:
+    unknown = unknown_metrics(thresholds)
     if unknown:
         raise UserInputError(f"unknown metric {', '.join(unknown)}; metrics: "
-                             f"{', '.join(sorted(known))}")
+                             f"{', '.join(sorted(METRIC_NAMES))} and over_money.CUR, "
+                             "under_money.CUR, wrong_money.CUR")
 
 
 def _print_tables(report: dict[str, Any]) -> None:
@@ -98,6 +98,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     """Run the configurations, print the report, apply the gates."""
     floors = _thresholds(args.fail_under, "--fail-under")
     ceilings = _thresholds(args.fail_over, "--fail-over")
+    _check_names({**floors, **ceilings})
     chosen = [configs.parse(c) for c in args.config] or [configs.offline()]
     with tempfile.TemporaryDirectory(prefix="billing-recon-corpus-") as scratch:
         out = Path(args.corpus_out) if args.corpus_out else Path(scratch)
@@ -117,7 +118,6 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         report, records = evaluate(folder, chosen, corpus, starting, progress)
         if args.corpus_out is None and corpus["generated"]:
             report["corpus"]["folder"] = "(temporary; --corpus-out DIR keeps it)"
-    _check_names({**floors, **ceilings}, report)
     if args.records:
         with open(args.records, "w", encoding="utf-8") as handle:
             for name, rows in records.items():

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing_recon.evaluation.labels import Label
-from billing_recon.evaluation.metrics import flat, gate, score, spread
+from billing_recon.evaluation.metrics import flat, gate, score, spread, unknown_metrics
 from billing_recon.evaluation.records import TicketRecord, WouldRefund
 
 _D = Decimal
@@ -142,3 +142,11 @@ def test_gates_fail_under_floors_and_over_ceilings() -> None:
     # A currency with no wrong money passes a money ceiling; an unknown metric fails its gate.
     assert gate(report, {}, {"wrong_money.GBP": 0}) == []
     assert gate(report, {"no_such_metric": 0}, {}) == ["no_such_metric = None is under 0"]
+
+
+def test_every_gateable_number_has_a_known_name() -> None:
+    names = set(flat(score(RECORDS)))
+    assert unknown_metrics(names) == []
+    assert {"refund_recall.tax_error", "over_money.EUR", "outcome_accuracy"} <= names
+    assert unknown_metrics(["recal", "wrong_money.usd", "refund_f1.tax_eror"]) == [
+        "recal", "wrong_money.usd", "refund_f1.tax_eror"]

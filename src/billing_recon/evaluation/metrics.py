@@ -9,6 +9,7 @@ escalate, and what a ticket costs in calls, tokens, dollars and seconds.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -218,6 +219,21 @@ def flat(report: Mapping[str, Any]) -> dict[str, float]:
         for currency, amount in report["money"][kind].items():
             out[f"{kind}_money.{currency}"] = float(amount)
     return {k: float(v) for k, v in out.items() if v is not None}
+
+
+#: Every name ``flat`` may give, but the money ones (``over_money.USD``, ...).
+METRIC_NAMES = frozenset({
+    "outcome_accuracy", "triage_billing_accuracy", "triage_ids_exact", "triage_ids_recall",
+    "escalation_rate", "calls_per_ticket", "tokens_per_ticket", "cost_per_ticket_usd",
+    "tickets_wrong_money",
+    *(f"refund_{what}{suffix}" for what in ("precision", "recall", "f1")
+      for suffix in ("", *(f".{code}" for code in REASONS)))})
+MONEY_METRIC = re.compile(r"^(over|under|wrong)_money\.[A-Z]{3}$")
+
+
+def unknown_metrics(names: Iterable[str]) -> list[str]:
+    """The names no report ever has (a typo in a gate)."""
+    return [n for n in names if n not in METRIC_NAMES and not MONEY_METRIC.match(n)]
 
 
 def gate(report: Mapping[str, Any], floors: Mapping[str, float],
