@@ -57,6 +57,7 @@ _FIRST = ("Alder", "Beacon", "Cinder", "Delta", "Ember", "Falcon", "Garnet", "He
           "Jasper", "Kite", "Lumen", "Marlin", "Nova", "Onyx", "Pine", "Quill", "Raven")
 _SECOND = ("Analytics", "Bakery", "Freight", "Dental", "Media", "Robotics", "Studios", "Legal",
            "Outdoor", "Energy", "Health", "Logistics", "Labs", "Foods")
+_MAILBOXES = ("accounts", "ap", "finance", "office", "hello", "billing", "team")
 _PEOPLE = ("Priya Natarajan", "Tom Becker", "Maria Santos", "Jörg Müller", "Chloe Martin",
            "Élodie Durand", "Javier Gómez", "Lena Fischer", "Omar Haddad", "Grace Kim")
 
@@ -110,7 +111,7 @@ class _Ctx:
         currency = _CURRENCY.get(self.style.language) or rng.choice(("USD", "USD", "GBP"))
         name = f"{_FIRST[n % len(_FIRST)]} {_SECOND[(n * 7) % len(_SECOND)]} {n}"
         slug = name.lower().replace(" ", "-")
-        who = _Who(f"c{n}", name, rng.choice(_PEOPLE), f"billing@{slug}.example",
+        who = _Who(f"c{n}", name, rng.choice(_PEOPLE), f"{rng.choice(_MAILBOXES)}@{slug}.example",
                    currency=currency, tax_rate=_TAX[currency],
                    exempt="true" if exempt else "false",
                    plan=rng.choice(("PLAN-STARTER", "PLAN-TEAM", "PLAN-BUSINESS")),
