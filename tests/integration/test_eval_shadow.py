@@ -121,6 +121,10 @@ def test_the_report_counts_exactly_the_scripted_mistakes(corpus: Path,
     assert mistaken["triage"]["ids_extra"] == len(everything) - 1
     obeyed = next(r for r in records if r.label.email == injected.email)
     assert obeyed.invoice_ids == everything and correct(obeyed)
+    # every step's wall time is measured, each ticket's intake and triage at least
+    steps = mistaken["steps"]
+    assert {"intake", "triage_email", "fetch_invoices", "reconcile"} <= set(steps)
+    assert steps["intake"]["runs"] == steps["triage_email"]["runs"] == len(labels)
     # priced models: every ticket that called a model has a cost
     assert mistaken["cost"]["unpriced_tickets"] == 0
     assert float(mistaken["cost"]["total_cost_usd"]) > 0
