@@ -23,6 +23,7 @@ from billing_recon.evaluation.corpus import generate_corpus
 from billing_recon.evaluation.labels import Label, read_labels
 from billing_recon.evaluation.metrics import correct, score
 from billing_recon.llm.reference_script import SCRIPT
+from billing_recon.store.sample_data import generate
 from billing_recon.testing.chat_server import RULES, ChatRequest, ChatServer
 
 LOOPBACK_KEY = "sk-test-loopback"
@@ -137,3 +138,16 @@ def test_shadow_mode_builds_no_gateway_client(corpus: Path) -> None:
             deps.refund_client()
         records = [shadow.run_ticket(deps, corpus, label) for label in labels]
     assert all(r.error is None for r in records)
+
+
+def test_the_demo_sample_set_is_a_labelled_folder_the_offline_model_gets_right(
+        tmp_path: Path) -> None:
+    """ground_truth.json is read as labels: the 18 demo emails, all right, no money wrong."""
+    sample = generate(tmp_path / "demo")
+    labels = read_labels(tmp_path / "demo")
+    assert [label.email for label in labels] == sorted(sample.ground_truth)
+    report = score(shadow.run(tmp_path / "demo", labels, configs.offline()))
+    assert report["outcomes"]["accuracy"] == 1.0
+    assert report["triage"]["ids_scored"] == 0  # the demo's truth has no triage labels
+    assert report["refunds"]["any"]["tp"] == 12
+    assert set(report["money"]["wrong"].values()) == {"0.00"}
