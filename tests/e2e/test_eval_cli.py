@@ -7,6 +7,7 @@ evaluation must make none (and the same listener does count the refund client's 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -115,3 +116,12 @@ def test_gates_exit_1_and_bad_metrics_exit_2(ephemeral_cli: Cli, corpus: Path) -
     assert "unknown metric recal" in unknown.stderr and "refund_recall" in unknown.stderr
     missing = ephemeral_cli.run("eval", str(ephemeral_cli.cwd))
     assert missing.returncode == 2 and "is not a labelled folder" in missing.stderr
+
+
+def test_a_label_without_its_email_is_exit_2(ephemeral_cli: Cli, corpus: Path,
+                                             tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(corpus, broken)
+    (broken / "inbox" / sorted(p.name for p in (broken / "inbox").iterdir())[0]).unlink()
+    done = ephemeral_cli.run("eval", str(broken))
+    assert done.returncode == 2 and "labelled emails missing from" in done.stderr

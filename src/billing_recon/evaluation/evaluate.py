@@ -54,6 +54,10 @@ def evaluate(folder: Path, configs: list[Configuration], corpus: dict[str, Any],
     if len(set(names)) != len(names):
         raise UserInputError(f"configuration names must differ: {', '.join(names)}")
     labels = read_labels(folder)
+    missing = [label.email for label in labels if not (folder / "inbox" / label.email).is_file()]
+    if missing:
+        raise UserInputError(f"labelled emails missing from {folder / 'inbox'}: "
+                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     report: dict[str, Any] = {"corpus": {"folder": str(folder), "emails": len(labels),
                                          **corpus}, "configurations": {}}
     records: dict[str, list[TicketRecord]] = {}
