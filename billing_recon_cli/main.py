@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("ticket", metavar="TICKET")
     retry.add_argument("--by", required=True, metavar="NAME", help="who retries it (logged)")
     retry.add_argument("--note", default="", metavar="TEXT")
+    _eval_parser(sub)
     blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
     bsub = blocks.add_subparsers(dest="blocks_command", required=True)
     breg = bsub.add_parser("register", help="register the block types and save a block set "
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     breg.add_argument("--name", default="default", help="block set name (default: default)")
     breg.add_argument("--overwrite", action="store_true", help="replace existing blocks")
     return p
+
+
+def _eval_parser(sub: Any) -> None:
+    from billing_recon_cli.eval_commands import add_parser
+
+    add_parser(sub)
 
 
 def _decision_parsers(sub: Any) -> None:
@@ -177,13 +184,14 @@ def _blocks(args: argparse.Namespace) -> int:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from billing_recon_cli import approver_commands, commands, refund_commands
+    from billing_recon_cli import approver_commands, commands, eval_commands, refund_commands
 
     return {"demo": commands.demo, "load": commands.load, "process": commands.process,
             "approvals": commands.approvals, "approve": commands.approve,
             "reject": commands.reject, "tickets": commands.show_ticket,
             "refunds": refund_commands.refunds, "blocks": _blocks,
-            "approvers": approver_commands.approvers_cmd}[command]
+            "approvers": approver_commands.approvers_cmd,
+            "eval": eval_commands.evaluate_cmd}[command]
 
 
 def _one_line(error: BaseException | None) -> str:
