@@ -32,8 +32,6 @@ from billing_recon.config import DatabaseSettings, Settings
 from billing_recon.domain.fsm import State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.errors import BillingReconError, ShadowModeRefund
-
-__all__ = ["ShadowModeRefund", "run", "run_ticket", "scratch_deps"]
 from billing_recon.evaluation.configs import Configuration
 from billing_recon.evaluation.labels import Label
 from billing_recon.evaluation.records import ERROR_STATE, TicketRecord, WouldRefund
@@ -50,6 +48,8 @@ from billing_recon.store.models import Ticket
 
 if TYPE_CHECKING:
     from billing_recon.payments.refunds import RefundClient
+
+__all__ = ["ShadowModeRefund", "run", "run_ticket", "scratch_deps"]
 
 ACTOR = "shadow"
 INTAKE = "intake"
