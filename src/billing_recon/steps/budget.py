@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.errors import BudgetExceeded, GlobalBreakerOpen, ModelOutputInvalid
 from billing_recon.llm.accounting import input_hash, prompt_bound
@@ -130,17 +132,24 @@ class MeteredModel:
             usage = Usage(call.prompt_bound, call.output_cap, reported=False)
         cost = self._deps.settings.llm.cost(model, usage.prompt_tokens,
                                                    usage.completion_tokens)
-        row = model_calls.add(self._deps.sessions, ModelCall(
-            ticket_id=self._ticket_id, agent=call.agent, input_hash=call.digest, model=model,
-            output=output, error=error, prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens, usage_reported=usage.reported,
-            cost_usd=cost))
-        tickets.note(self._deps.sessions, self._ticket_id, CALL, self._actor, {
-            "call_id": row.id, "agent": call.agent, "model": model, "input_hash": call.digest,
+        payload: dict[str, Any] = {
+            "agent": call.agent, "model": model, "input_hash": call.digest,
             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "usage_reported": usage.reported, "call_bound": call.bound,
             "cost_usd": None if cost is None else f"{cost:.8f}", "ok": error is None,
-            "error": error})
+            "error": error}
+
+        def add_call(session: Session, _ticket: Ticket) -> None:
+            # The call and its event commit together (one transaction per model call).
+            row = model_calls.add_within(session, ModelCall(
+                ticket_id=self._ticket_id, agent=call.agent, input_hash=call.digest,
+                model=model, output=output, error=error, prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens, usage_reported=usage.reported,
+                cost_usd=cost))
+            payload["call_id"] = row.id
+
+        tickets.note(self._deps.sessions, self._ticket_id, CALL, self._actor, payload,
+                     within=add_call)
 
 
 def metered(deps: Deps, ticket_id: int, actor: str) -> MeteredModel:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from billing_recon.store.models import ModelCall, TicketEvent
 from billing_recon.store.tickets import Sessions
@@ -38,6 +39,21 @@ def add(sessions: Sessions, call: ModelCall) -> ModelCall:
         return call
     except IntegrityError:
         found = find(sessions, call.ticket_id, call.agent, call.input_hash)
+        if found is None:
+            raise
+        return found
+
+
+def add_within(session: Session, call: ModelCall) -> ModelCall:
+    """``add`` inside the caller's transaction (a savepoint around the insert)."""
+    try:
+        with session.begin_nested():
+            session.add(call)
+        return call
+    except IntegrityError:
+        found = session.scalar(select(ModelCall).where(
+            ModelCall.ticket_id == call.ticket_id, ModelCall.agent == call.agent,
+            ModelCall.input_hash == call.input_hash))
         if found is None:
             raise
         return found

@@ -104,14 +104,21 @@ def note_within(session: Session, ticket: Ticket, kind: str, actor: str,
 
 
 def note(sessions: Sessions, ticket_id: int, kind: str, actor: str,
-         payload: dict[str, Any], fields: dict[str, Any] | None = None) -> None:
-    """Append a non-transition event (an attempt, a refusal, a model call) to the log."""
+         payload: dict[str, Any], fields: dict[str, Any] | None = None,
+         within: Callable[[Session, Ticket], None] | None = None) -> None:
+    """Append a non-transition event (an attempt, a refusal, a model call) to the log.
+
+    ``within`` runs extra writes in the same transaction, before the event is written (it may
+    add to ``payload``); it runs again if the transaction is retried.
+    """
     for _ in range(5):  # a concurrent event only moves the sequence number: retry
         try:
             with sessions() as session, session.begin():
                 ticket = session.get(Ticket, ticket_id, with_for_update=True)
                 if ticket is None:
                     raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
+                if within is not None:
+                    within(session, ticket)
                 seq = _bump(session, ticket, fields or {})
                 session.add(new_event(ticket_id, seq, kind, None, None, None, actor, payload))
             return
