@@ -7,6 +7,7 @@ REJECTED(reason), while the other emails of its batch go on (issue 14).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -144,7 +145,20 @@ def _parse(raw: bytes) -> InboundEmail:
 
 
 def parse_email(raw: bytes) -> InboundEmail:
-    """Parse RFC 5322 bytes; whatever they hold, an email comes back (see the module)."""
+    """Parse RFC 5322 bytes; whatever they hold, an email comes back (see the module).
+
+    The last few results are kept (the result is immutable): a ticket's email is parsed when
+    it is opened and again by triage, which in one process are the same bytes.
+    """
+    return _parsed(raw) if type(raw) is bytes else _parse_any(raw)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(raw: bytes) -> InboundEmail:
+    return _parse_any(raw)
+
+
+def _parse_any(raw: bytes) -> InboundEmail:
     try:
         return _parse(raw)
     except Exception as exc:  # the email package's own failures on hostile input (seen in
