@@ -2,6 +2,7 @@
 
 from billing_recon.config.intake import IntakeSettings
 from billing_recon.config.llm import LlmBudget, ModelSettings, Price
+from billing_recon.config.mail import ImapSettings, SmtpSettings
 from billing_recon.config.sandbox import SandboxSettings
 from billing_recon.config.sections import (
     ApprovalSettings,
@@ -14,7 +15,7 @@ from billing_recon.config.sections import (
 from billing_recon.config.settings import Settings, from_variables, load, secret_fingerprint
 from billing_recon.config.webhooks import WebhookSettings
 
-__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "IntakeSettings",
+__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "ImapSettings", "IntakeSettings",
            "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings", "Price",
-           "SandboxSettings", "Settings", "SwitchSettings", "WebhookSettings", "from_variables",
+           "SandboxSettings", "Settings", "SmtpSettings", "SwitchSettings", "WebhookSettings", "from_variables",
            "load", "secret_fingerprint"]

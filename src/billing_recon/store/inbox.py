@@ -20,8 +20,9 @@ from billing_recon.domain.email import EmailIdentity, Rejection, parse_email
 from billing_recon.domain.email import InboundEmail as ParsedEmail
 from billing_recon.domain.fsm import INTAKE_REASONS, State, check_transition
 from billing_recon.errors import ConcurrentTransition
-from billing_recon.store.models import InboundEmail, Ticket, TicketEvent
+from billing_recon.store.models import InboundEmail, MailboxFolder, Ticket, TicketEvent
 from billing_recon.store.tickets import Sessions, format_ticket_id, new_event
+from billing_recon.store.types import utcnow
 
 _log = logging.getLogger(__name__)
 
@@ -163,3 +164,15 @@ def unticketed(sessions: Sessions) -> list[InboundEmail]:
                  .where(Ticket.id.is_(None))
                  .order_by(InboundEmail.received_at, InboundEmail.email_id))
         return list(session.scalars(query))
+
+
+def see_uidvalidity(sessions: Sessions, folder: str, uidvalidity: int) -> int | None:
+    """Record a mailbox folder's UIDVALIDITY; the one recorded before when it differs."""
+    with sessions() as session, session.begin():
+        row = session.get(MailboxFolder, folder, with_for_update=True)
+        if row is None:
+            session.add(MailboxFolder(folder=folder, uidvalidity=uidvalidity))
+            return None
+        before = row.uidvalidity
+        row.uidvalidity, row.seen_at = uidvalidity, utcnow()
+    return before if before != uidvalidity else None
