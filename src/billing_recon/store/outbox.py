@@ -24,14 +24,13 @@ UNCERTAIN, FAILED = "uncertain", "failed"
 
 def queue(sessions: Sessions, row: OutboxMessage) -> bool:
     """Queue a message; False when its key is queued already (nothing changes)."""
-    with sessions() as session:
-        if session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == row.key)):
-            return False
-        try:
-            with session.begin():
-                session.add(row)
-        except IntegrityError:
-            return False  # queued by a concurrent sender
+    if has_key(sessions, row.key):
+        return False
+    try:
+        with sessions() as session, session.begin():
+            session.add(row)
+    except IntegrityError:
+        return False  # queued by a concurrent sender
     return True
 
 
