@@ -106,6 +106,15 @@ def _refuse(session: Session, ticket: Ticket, rejection: Rejection, source: str 
                           {"file": source, "problem": rejection.problem}))
 
 
+def source_of(sessions: Sessions, ticket: Ticket) -> str:
+    """Where the ticket's email came from (a file, an IMAP URL), as recorded when it opened."""
+    with sessions() as session:
+        event = session.scalar(select(TicketEvent).where(
+            TicketEvent.ticket_id == ticket.id).order_by(TicketEvent.seq).limit(1))
+    source = event.payload.get("source") if event else None
+    return str(source) if source else format_ticket_id(ticket.id)
+
+
 def refusal(sessions: Sessions, ticket: Ticket) -> str | None:
     """The recorded problem of an email refused at intake, else None."""
     if ticket.state != State.REJECTED.value or ticket.reason not in INTAKE_REASONS:
