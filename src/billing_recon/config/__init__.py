@@ -15,7 +15,7 @@ from billing_recon.config.sections import (
 from billing_recon.config.settings import Settings, from_variables, load, secret_fingerprint
 from billing_recon.config.webhooks import WebhookSettings
 
-__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "ImapSettings", "IntakeSettings",
-           "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings", "Price",
-           "SandboxSettings", "Settings", "SmtpSettings", "SwitchSettings", "WebhookSettings", "from_variables",
-           "load", "secret_fingerprint"]
+__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "ImapSettings",
+           "IntakeSettings", "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings",
+           "Price", "SandboxSettings", "Settings", "SmtpSettings", "SwitchSettings",
+           "WebhookSettings", "from_variables", "load", "secret_fingerprint"]

@@ -7,6 +7,7 @@ session only, so a UIDVALIDITY change between sessions cannot make us flag the w
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import re
 from collections.abc import Iterator
@@ -91,10 +92,8 @@ class Mailbox:
         """Log out (best effort: the server forgets the session anyway)."""
         imap, self._imap = self._imap, None
         if imap is not None:
-            try:
+            with contextlib.suppress(OSError, imaplib.IMAP4.error):
                 imap.logout()
-            except (OSError, imaplib.IMAP4.error):
-                pass
 
     def _uid(self, *args: str) -> list[object]:
         assert self._imap is not None, "use the mailbox as a context manager"
