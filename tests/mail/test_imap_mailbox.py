@@ -4,6 +4,7 @@ one ticket or one recorded rejection, and is marked only once its ticket is comm
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -141,10 +142,15 @@ def test_mailbox_large_message_is_refused_unread_and_stays_on_the_server(
         monkeypatch: pytest.MonkeyPatch) -> None:
     deps = use(monkeypatch, {**imap_env(imap_server, certs),
                              "BILLING_RECON_INTAKE_MAX_EMAIL_BYTES": "200000"})
-    imap_server.deliver(_bad_mail()["huge-attachment"], "huge")
+    raw = _bad_mail()["huge-attachment"]
+    imap_server.deliver(raw, "huge")
     first = take_mailbox(deps)
     ticket = tickets.get(deps.sessions, first.opened[0])
     assert (ticket.state, ticket.reason) == ("REJECTED", "email_too_large")
+    # only its header and size were fetched: they are its identity, not its bytes
+    header = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    assert ticket.email_id == "sha256:" + hashlib.sha256(header + str(len(raw)).encode()
+                                                         ).hexdigest()
     assert list((imap_server.maildir / "cur").iterdir())  # kept, marked, never deleted
     _renumber(imap_server)
     assert take_mailbox(deps).opened == []  # identified by its header and size: found again
