@@ -131,7 +131,7 @@ async def _run_mailbox(wait_s: float, on_update: Update, on_problem: Problem) ->
                                  tickets.parse_ticket_id(result["ticket_id"]))
         source = await in_thread(inbox.source_of, deps().sessions, ticket)
         on_update(source, ticket)
-        problem = {k: result[k] for k in ("error", "waiting") if k in result}
+        problem: dict[str, Any] = {k: result[k] for k in ("error", "waiting") if k in result}
         if problem:
             on_problem(source, ticket, problem)
 

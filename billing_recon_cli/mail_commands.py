@@ -71,10 +71,11 @@ def send(args: argparse.Namespace) -> int:
 def listing(args: argparse.Namespace) -> int:
     """Every message of the outbox and what became of it."""
     deps = runtime.build()
-    rows = [{"key": r.key, "kind": r.kind, "ticket": tickets.format_ticket_id(r.ticket_id),
-             "to": r.recipients, "message_id": r.message_id, "status": r.status,
-             "attempts": r.attempts, "sent_at": r.sent_at.isoformat() if r.sent_at else None,
-             "error": r.error} for r in outbox_store.rows(deps.sessions)]
+    rows: list[dict[str, Any]] = [
+        {"key": r.key, "kind": r.kind, "ticket": tickets.format_ticket_id(r.ticket_id),
+         "to": r.recipients, "message_id": r.message_id, "status": r.status,
+         "attempts": r.attempts, "sent_at": r.sent_at.isoformat() if r.sent_at else None,
+         "error": r.error} for r in outbox_store.rows(deps.sessions)]
     if args.json:
         emit(rows)
         return 0

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from billing_recon.config.mail import ImapSettings
 from billing_recon.errors import MailUnavailable
@@ -34,11 +34,11 @@ class Message:
     header: bytes = b""
 
 
-def _check(result: tuple[str, list[object]], what: str) -> list[object]:
+def _check(result: tuple[str, Any], what: str) -> list[Any]:
     status, data = result
     if status != "OK":
         raise MailUnavailable(f"IMAP {what} failed: {data!r}")
-    return data
+    return list(data)
 
 
 class Mailbox:
@@ -95,7 +95,7 @@ class Mailbox:
             with contextlib.suppress(OSError, imaplib.IMAP4.error):
                 imap.logout()
 
-    def _uid(self, *args: str) -> list[object]:
+    def _uid(self, *args: str) -> list[Any]:
         assert self._imap is not None, "use the mailbox as a context manager"
         try:
             return _check(self._imap.uid(*args), f"UID {args[0]}")
@@ -105,14 +105,14 @@ class Mailbox:
     def untaken(self) -> list[int]:
         """UIDs of the messages without our keyword, oldest first."""
         data = self._uid("SEARCH", "UNKEYWORD", self.settings.keyword)
-        return sorted(int(uid) for uid in bytes(data[0] or b"").split())  # type: ignore[arg-type]
+        return sorted(int(uid) for uid in bytes(data[0] or b"").split())
 
     def sizes(self, uids: list[int]) -> dict[int, int]:
         """Each message's size in bytes (messages expunged meanwhile are missing)."""
         found: dict[int, int] = {}
         for item in self._uid("FETCH", _set(uids), "(UID RFC822.SIZE)"):
             line = item[0] if isinstance(item, tuple) else item
-            uid, size = _UID.search(bytes(line)), _SIZE.search(bytes(line))  # type: ignore[arg-type]
+            uid, size = _UID.search(bytes(line)), _SIZE.search(bytes(line))
             if uid and size:
                 found[int(uid.group(1))] = int(size.group(1))
         return found

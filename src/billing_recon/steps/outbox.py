@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 from sqlalchemy import and_, exists, select
 
@@ -169,7 +170,7 @@ def _notice_text(ticket: Ticket, event: TicketEvent, ui_url: str | None) -> tupl
 
 
 def _queue(deps: Deps, ticket: Ticket, key: str, kind: str, to: list[str],
-           msg: compose.EmailMessage) -> bool:
+           msg: EmailMessage) -> bool:
     row = OutboxMessage(key=key, kind=kind, ticket_id=ticket.id, message_id=msg["Message-ID"],
                         recipients=to, message=msg.as_bytes(), status=outbox.QUEUED,
                         attempts=0)
