@@ -18,7 +18,8 @@ class MailServers(SectionsBlock):
         ```python
         from billing_recon_blocks.mail import MailServers
 
-        with MailServers.load("BLOCK_NAME").get_mailbox() as box:
+        servers = MailServers.load("BLOCK_NAME")
+        with servers.get_mailbox() as box:
             print(box.untaken())
         ```
     """
