@@ -39,7 +39,6 @@ def smtp(request: pytest.FixtureRequest, certs: Certs,
     """An aiosmtpd process with AUTH, over implicit TLS and over STARTTLS."""
     server = smtp_server.start(dovecot.free_port(), certs, tmp_path / "received",
                                str(request.param))
-    server.mode = str(request.param)  # type: ignore[attr-defined]
     yield server
     server.stop()
 

@@ -23,8 +23,8 @@ from tests.mail.certs import Certs
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 USER, PASSWORD = "billing", "app-token-1"
-#: The system user mail is stored as (dovecot refuses uid 0 for mail).
-MAIL_USER = "nobody"
+#: The system user mail is stored as (dovecot refuses uid 0 for mail; not root: ourselves).
+MAIL_USER = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
 
 def free_port() -> int:

@@ -88,6 +88,7 @@ class SmtpServer:
     port: int
     store: Path
     process: subprocess.Popen[bytes]
+    mode: str = "tls"
     user: str = USER
     password: str = PASSWORD
 
@@ -120,7 +121,7 @@ def start(port: int, certs: Any, store: Path, mode: str) -> SmtpServer:
         process.kill()
         process.wait()
         raise RuntimeError(f"the SMTP server did not start: {line!r}")
-    return SmtpServer(port, store, process)
+    return SmtpServer(port, store, process, mode)
 
 
 if __name__ == "__main__":

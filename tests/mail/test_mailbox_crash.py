@@ -77,7 +77,7 @@ def test_mailbox_crash_between_commit_and_flag_finds_every_email_once(
 def replies_owed(mail_deps: Deps, smtp: SmtpServer, certs: Certs, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> tuple[Deps, dict[str, str], list[str]]:
     """The sample inbox settled, its replies and notices queued (not sent)."""
-    env = {**smtp_env(smtp, certs, smtp.mode),  # type: ignore[attr-defined]
+    env = {**smtp_env(smtp, certs, smtp.mode),
            "BILLING_RECON_SMTP_LEASE_S": str(LEASE_S)}
     deps = use(monkeypatch, env)
     sample = generate(tmp_path / "sample", seed=7)

@@ -33,7 +33,7 @@ UI = "http://prefect.acme.test:4200"
 def settled(mail_deps: Deps, smtp: SmtpServer, certs: Certs, tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> tuple[Deps, dict[str, Ticket], Path]:
     """The sample inbox run through the core pipeline, with SMTP configured."""
-    deps = use(monkeypatch, smtp_env(smtp, certs, smtp.mode))  # type: ignore[attr-defined]
+    deps = use(monkeypatch, smtp_env(smtp, certs, smtp.mode))
     sample = generate(tmp_path / "sample", seed=7)
     load_directory(deps.sessions, sample.data_dir)
     done = {path.name: pipeline.process_email(deps, path.read_bytes(), str(path))
@@ -133,7 +133,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 def test_reply_for_a_refund_only_once_the_refund_succeeded(
         world: World, smtp: SmtpServer, certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
-    deps = use(monkeypatch, {**world.env(), **smtp_env(smtp, certs, smtp.mode)})  # type: ignore[attr-defined]
+    deps = use(monkeypatch, {**world.env(), **smtp_env(smtp, certs, smtp.mode)})
     exp = world.approved_ticket(1)
     results = refund_worker.execute_refund(deps, exp.ticket_id, "test")
     refund_worker.record_refunds(deps, exp.ticket_id, [
