@@ -135,6 +135,11 @@ def test_mailbox_bad_mail_becomes_a_ticket_or_a_recorded_rejection_and_the_batch
     huge = [p for r, p in refused.values() if r == Reason.EMAIL_TOO_LARGE.value]
     assert len(huge) == 1 and "above the limit of 200000 bytes" in (huge[0] or "")
     assert len(report.rejected) == len(refused)
+    # a forwarded thread is the outer sender's: addresses quoted inside never count
+    forwarded = [tickets.get(deps.sessions, t) for t in report.opened]
+    assert [t.sender for t in forwarded if t.email_id == "fwd@x.test"] == ["bob@example.com"]
+    assert [t.subject for t in forwarded if t.email_id == "latin@x.test"] == [
+        "Réclamation facture INV-000002 €"]
 
 
 def test_mailbox_large_message_is_refused_unread_and_stays_on_the_server(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from billing_recon.store import outbox, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket
 from billing_recon.store.sample_data import generate
+from billing_recon.store.types import utcnow
 from tests.chaos.harness import World
 from tests.mail.certs import Certs
 from tests.mail.conftest import smtp_env, use
@@ -106,6 +108,15 @@ def test_reply_notice_for_an_escalation_and_nothing_when_smtp_is_off(
     mail_outbox.deliver(on)
     escalated = [m for m in smtp.received() if "escalated (approval_timeout)" in str(m["Subject"])]
     assert len(escalated) == 1 and f"T-{pending.id:06d}" in str(escalated[0]["Subject"])
+
+
+def test_reply_never_for_tickets_older_than_the_mail_window(
+        settled: tuple[Deps, dict[str, Ticket], Path], smtp: SmtpServer) -> None:
+    deps, _, _ = settled  # SMTP turned on after these tickets settled days ago
+    with deps.sessions() as session, session.begin():
+        session.execute(update(Ticket).values(updated_at=utcnow() - timedelta(hours=73)))
+    assert mail_outbox.queue_due(deps, UI) == []
+    assert mail_outbox.deliver(deps).sent == [] and smtp.received() == []
 
 
 def test_smtp_refused_recipient_is_failed_and_never_sent_again(
