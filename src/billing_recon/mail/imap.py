@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from billing_recon.config.mail import ImapSettings
-from billing_recon.errors import MailUnavailable
+from billing_recon.errors import MailUnavailable, UserInputError
 from billing_recon.mail.tls import context
 
 _UID = re.compile(rb"UID (\d+)")
@@ -46,7 +46,7 @@ class Mailbox:
 
     def __init__(self, settings: ImapSettings) -> None:
         if not settings.host:
-            raise MailUnavailable("no IMAP server is configured (BILLING_RECON_IMAP_HOST)")
+            raise UserInputError("no IMAP server is configured (BILLING_RECON_IMAP_HOST)")
         self.settings = settings
         self.uidvalidity = 0
         self._imap: imaplib.IMAP4 | None = None

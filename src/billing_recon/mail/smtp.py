@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Self
 
 from billing_recon.config.mail import SmtpSettings
-from billing_recon.errors import MailRefused, MailUnavailable
+from billing_recon.errors import MailRefused, MailUnavailable, UserInputError
 from billing_recon.mail.tls import context
 
 #: Errors that leave it unknown whether the server accepted DATA.
@@ -30,7 +30,7 @@ class SmtpSession:
 
     def __init__(self, settings: SmtpSettings) -> None:
         if not settings.host:
-            raise MailUnavailable("no SMTP server is configured (BILLING_RECON_SMTP_HOST)")
+            raise UserInputError("no SMTP server is configured (BILLING_RECON_SMTP_HOST)")
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
 

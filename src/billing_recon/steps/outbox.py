@@ -195,10 +195,7 @@ def deliver(deps: Deps) -> Delivery:
             try:
                 session = session or SmtpSession(deps.settings.smtp).__enter__()
             except MailUnavailable as exc:
-                outbox.move(deps.sessions, row.id, holder, outbox.CLAIMED, outbox.QUEUED,
-                            error=str(exc))
-                done.deferred.append(row.key)
-                done.error = str(exc)
+                _defer(deps, row, holder, outbox.CLAIMED, exc, done)
                 break
             if not _send(deps, session, row, holder, done):
                 break
@@ -225,6 +222,13 @@ def _give_up_on_stale(deps: Deps, done: Delivery) -> None:
 def _send(deps: Deps, session: SmtpSession, row: OutboxMessage, holder: str,
           done: Delivery) -> bool:
     """Send one claimed row; False: stop this pass (the server is in trouble)."""
+    stop = _envelope(deps, session, row, holder, done)
+    return stop if stop is not None else _data(deps, session, row, holder, done)
+
+
+def _envelope(deps: Deps, session: SmtpSession, row: OutboxMessage, holder: str,
+              done: Delivery) -> bool | None:
+    """MAIL FROM and RCPT TO, then ``sending`` committed; None: go on with DATA."""
     smtp = deps.settings.smtp
     try:
         session.envelope(smtp.from_address, list(row.recipients))
@@ -233,26 +237,26 @@ def _send(deps: Deps, session: SmtpSession, row: OutboxMessage, holder: str,
         session.reset()
         return True
     except MailUnavailable as exc:
-        outbox.move(deps.sessions, row.id, holder, outbox.CLAIMED, outbox.QUEUED,
-                    error=str(exc))
-        done.deferred.append(row.key)
-        done.error = str(exc)
+        _defer(deps, row, holder, outbox.CLAIMED, exc, done)
         return False
     lease = utcnow() + timedelta(seconds=smtp.lease_s)
     if not outbox.move(deps.sessions, row.id, holder, outbox.CLAIMED, outbox.SENDING,
                        lease_until=lease):
         session.reset()  # our claim was taken over: the other sender sends it
         return True
+    return None
+
+
+def _data(deps: Deps, session: SmtpSession, row: OutboxMessage, holder: str,
+          done: Delivery) -> bool:
+    """DATA, then ``sent`` committed (see docs/exactly-once.md for the window between)."""
     try:
         session.data(row.message)
     except MailRefused as exc:
         _fail(deps, row, holder, outbox.SENDING, exc, done)
         return True
     except MailUnavailable as exc:  # a 4xx answer to DATA: not accepted
-        outbox.move(deps.sessions, row.id, holder, outbox.SENDING, outbox.QUEUED,
-                    error=str(exc))
-        done.deferred.append(row.key)
-        done.error = str(exc)
+        _defer(deps, row, holder, outbox.SENDING, exc, done)
         return False
     except UNKNOWN_AFTER_DATA as exc:
         outbox.move(deps.sessions, row.id, holder, outbox.SENDING, outbox.UNCERTAIN,
@@ -269,6 +273,14 @@ def _send(deps: Deps, session: SmtpSession, row: OutboxMessage, holder: str,
                  {"key": row.key, "kind": row.kind, "message_id": row.message_id})
     done.sent.append(row.key)
     return True
+
+
+def _defer(deps: Deps, row: OutboxMessage, holder: str, source: str, exc: Exception,
+           done: Delivery) -> None:
+    """Not delivered, for now: queued again for the next pass."""
+    outbox.move(deps.sessions, row.id, holder, source, outbox.QUEUED, error=str(exc))
+    done.deferred.append(row.key)
+    done.error = str(exc)
 
 
 def _fail(deps: Deps, row: OutboxMessage, holder: str, source: str, exc: MailRefused,
