@@ -41,6 +41,8 @@ def process(args: argparse.Namespace) -> int:
     """Run each email's ticket flow; report tickets as they become pending or end."""
     from billing_recon_cli import driver
 
+    if not args.emails and not args.imap:
+        raise UserInputError("process needs .eml files or --imap")
     _check_paths(args.emails)
     deps = runtime.build()
 
@@ -64,7 +66,10 @@ def process(args: argparse.Namespace) -> int:
             print(f"{path}: {tickets.format_ticket_id(ticket.id)} stays {ticket.state} "
                   f"({what}); processing the email again resumes it", flush=True)
 
-    driver.run_emails(args.emails, args.wait, on_update, on_problem)
+    if args.emails:
+        driver.run_emails(args.emails, args.wait, on_update, on_problem)
+    if args.imap:
+        driver.run_mailbox(args.wait, on_update, on_problem)
     return 0
 
 

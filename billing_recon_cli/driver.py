@@ -17,7 +17,7 @@ from billing_recon.errors import UserInputError
 from billing_recon.progress import ProgressBar
 from billing_recon.steps import refund_status
 from billing_recon.steps.intake import load_email
-from billing_recon.store import inbox
+from billing_recon.store import inbox, tickets
 from billing_recon.store.models import Ticket
 from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_flows.reconcile_inbox import reconcile_inbox
@@ -122,6 +122,26 @@ def run_emails(paths: list[str], wait_s: float, on_update: Update,
     ensure_api()  # no API configured: a temporary server that dies with us
     with local_client_settings():  # cheaper Prefect clients on a loopback http:// server
         return asyncio.run(_run(paths, wait_s, on_update, on_problem))
+
+
+async def _run_mailbox(wait_s: float, on_update: Update, on_problem: Problem) -> None:
+    results = await reconcile_inbox(mailbox=True, approval_wait_s=wait_s)
+    for result in results:
+        ticket = await in_thread(tickets.get, deps().sessions,
+                                 tickets.parse_ticket_id(result["ticket_id"]))
+        source = await in_thread(inbox.source_of, deps().sessions, ticket)
+        on_update(source, ticket)
+        problem: dict[str, Any] = {k: result[k] for k in ("error", "waiting") if k in result}
+        if problem:
+            on_problem(source, ticket, problem)
+
+
+def run_mailbox(wait_s: float, on_update: Update, on_problem: Problem) -> None:
+    """Process the new messages of the IMAP mailbox in one batch (reconcile-inbox with
+    ``mailbox``); each ticket is reported, under its message's IMAP URL, when the batch ends."""
+    ensure_api()
+    with local_client_settings():
+        asyncio.run(_run_mailbox(wait_s, on_update, on_problem))
 
 
 def check_server_access(ticket: Ticket) -> None:

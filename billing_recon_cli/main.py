@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="import the CSV files of a directory")
     load.add_argument("data_dir")
     proc = sub.add_parser("process", help="run the ticket flow for each .eml file")
-    proc.add_argument("emails", nargs="+", metavar="EML")
+    proc.add_argument("emails", nargs="*", metavar="EML")
+    proc.add_argument("--imap", action="store_true", help="take the new messages of the "
+                      "IMAP mailbox (BILLING_RECON_IMAP_*) instead of files")
     proc.add_argument("--json", action="store_true", help="one JSON object per line")
     proc.add_argument("--wait", type=float, default=600.0,
                       help="seconds to wait for pending decisions (default 600)")
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     apps.add_argument("--json", action="store_true")
     _decision_parsers(sub)
     _approver_parsers(sub)
+    _mail_parsers(sub)
     tick = sub.add_parser("tickets", help="inspect tickets")
     tsub = tick.add_subparsers(dest="tickets_command", required=True)
     show = tsub.add_parser("show", help="state, proposal and full event log")
@@ -99,6 +102,23 @@ def _decision_parsers(sub: Any) -> None:
         d.add_argument("--note", default="", metavar="TEXT")
         d.add_argument("--hash", default=None, metavar="PREFIX",
                        help="refuse unless the current proposal hash starts with PREFIX")
+
+
+def _mail_parsers(sub: Any) -> None:
+    """The `mail` subcommands."""
+    mail = sub.add_parser("mail", help="the IMAP mailbox and the outbox of replies and notices")
+    msub = mail.add_subparsers(dest="mail_command", required=True)
+    fetch_p = msub.add_parser("fetch", help="open a ticket for every new message of the "
+                              "mailbox (intake only; `process --imap` also runs them)")
+    fetch_p.add_argument("--json", action="store_true")
+    send_p = msub.add_parser("send", help="queue the replies and notices owed and send them, "
+                             "each once")
+    send_p.add_argument("--json", action="store_true")
+    list_p = msub.add_parser("list", help="the outbox: every message and its status")
+    list_p.add_argument("--json", action="store_true")
+    again = msub.add_parser("resend", help="send an uncertain or failed message again, after "
+                            "checking the customer did not get it")
+    again.add_argument("key", metavar="KEY", help="its outbox key (`mail list`)")
 
 
 def _approver_parsers(sub: Any) -> None:
@@ -184,14 +204,20 @@ def _blocks(args: argparse.Namespace) -> int:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from billing_recon_cli import approver_commands, commands, eval_commands, refund_commands
+    from billing_recon_cli import (
+        approver_commands,
+        commands,
+        eval_commands,
+        mail_commands,
+        refund_commands,
+    )
 
     return {"demo": commands.demo, "load": commands.load, "process": commands.process,
             "approvals": commands.approvals, "approve": commands.approve,
             "reject": commands.reject, "tickets": commands.show_ticket,
             "refunds": refund_commands.refunds, "blocks": _blocks,
             "approvers": approver_commands.approvers_cmd,
-            "eval": eval_commands.evaluate_cmd}[command]
+            "eval": eval_commands.evaluate_cmd, "mail": mail_commands.mail_cmd}[command]
 
 
 def _one_line(error: BaseException | None) -> str:

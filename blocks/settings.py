@@ -19,30 +19,34 @@ from billing_recon_blocks.approval import ApprovalPolicy
 from billing_recon_blocks.database import BillingDatabase
 from billing_recon_blocks.gateway import PaymentGateway
 from billing_recon_blocks.llm import LlmEndpoint
+from billing_recon_blocks.mail import MailServers
 from billing_recon_blocks.parts import stale
 from billing_recon_blocks.sandbox import SandboxConfig
 
 DEFAULT_BLOCK_SET = "default"
-AnyBlock = BillingDatabase | LlmEndpoint | SandboxConfig | PaymentGateway | ApprovalPolicy
+AnyBlock = (BillingDatabase | LlmEndpoint | SandboxConfig | PaymentGateway | ApprovalPolicy
+            | MailServers)
 #: Every block type of billing-recon, in the order they are registered and reported.
 BLOCK_TYPES: tuple[type[AnyBlock], ...] = (BillingDatabase, LlmEndpoint, SandboxConfig,
-                                           PaymentGateway, ApprovalPolicy)
+                                           PaymentGateway, ApprovalPolicy, MailServers)
 B = TypeVar("B", bound=Block)
 
 
 @dataclass(frozen=True)
 class BlockSet:
-    """The five blocks saved under one name; None where no such block is saved."""
+    """The six blocks saved under one name; None where no such block is saved."""
 
     database: BillingDatabase | None = None
     llm: LlmEndpoint | None = None
     sandbox: SandboxConfig | None = None
     gateway: PaymentGateway | None = None
     approval: ApprovalPolicy | None = None
+    mail: MailServers | None = None
 
     def found(self) -> list[AnyBlock]:
         """The blocks that exist."""
-        blocks = (self.database, self.llm, self.sandbox, self.gateway, self.approval)
+        blocks = (self.database, self.llm, self.sandbox, self.gateway, self.approval,
+                  self.mail)
         return [block for block in blocks if block is not None]
 
     def settings(self) -> Settings:
@@ -76,7 +80,8 @@ def load_block_set(name: str = DEFAULT_BLOCK_SET) -> BlockSet:
                         llm=_read(client, LlmEndpoint, name),
                         sandbox=_read(client, SandboxConfig, name),
                         gateway=_read(client, PaymentGateway, name),
-                        approval=_read(client, ApprovalPolicy, name))
+                        approval=_read(client, ApprovalPolicy, name),
+                        mail=_read(client, MailServers, name))
 
 
 def settings_from_blocks(name: str = DEFAULT_BLOCK_SET) -> Settings:

@@ -26,6 +26,7 @@ from billing_recon_tasks.approval import wait_for_decision
 from billing_recon_tasks.budget import escalate_over_budget, hold_for_breaker
 from billing_recon_tasks.events import emit_escalated
 from billing_recon_tasks.intake import open_ticket
+from billing_recon_tasks.mail import mail_on, send_mail
 from billing_recon_tasks.runtime import deps, in_thread
 
 # The tasks of each step are imported when a run first takes that step, not with this module:
@@ -146,6 +147,8 @@ async def process_ticket(
     ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
     if ticket.state == State.ESCALATED.value and before != ticket.state:
         emit_escalated(ticket)
+    if mail_on() and ticket.state != before:  # its reply or notice, each sent once
+        await send_mail()
     get_run_logger().info("%s is %s", tickets.format_ticket_id(ticket_id), ticket.state)
     result = {"ticket_id": tickets.format_ticket_id(ticket_id), "state": ticket.state,
               "reason": ticket.reason}

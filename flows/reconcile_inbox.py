@@ -1,4 +1,5 @@
-"""Flow reconcile-inbox: every new email (a folder, a list or the inbox table) to a ticket run."""
+"""Flow reconcile-inbox: every new email (a folder, a list, the inbox table or the IMAP mailbox)
+to a ticket run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_tasks.context import in_deployment
 from billing_recon_tasks.fanout import TicketRuns, sweep_overdue
 from billing_recon_tasks.intake import open_ticket, open_tickets_from_table
+from billing_recon_tasks.mail import mail_on, open_tickets_from_mailbox, send_mail
 from billing_recon_tasks.progress import Progress
 from billing_recon_tasks.runtime import host_path
 from billing_recon_tasks.settle import settled
@@ -25,7 +27,7 @@ def inbox_paths(inbox: str | None, email_paths: list[str] | None) -> list[str]:
     if email_paths:
         return list(email_paths)
     if inbox is None:
-        raise ValueError("reconcile_inbox needs inbox, email_paths or from_table")
+        raise ValueError("reconcile_inbox needs inbox, email_paths, from_table or mailbox")
     folder = Path(inbox)
     if not folder.is_dir():
         raise ValueError(f"inbox folder {inbox} does not exist")
@@ -33,7 +35,7 @@ def inbox_paths(inbox: str | None, email_paths: list[str] | None) -> list[str]:
 
 
 async def _open_all(inbox: str | None, email_paths: list[str] | None,
-                    from_table: bool) -> list[int | dict[str, Any]]:
+                    from_table: bool, mailbox: bool) -> list[int | dict[str, Any]]:
     """Open tickets in arrival order, so duplicate detection follows it.
 
     Each email gives its ticket id, or, when its file cannot be read at all (no bytes, so no
@@ -42,7 +44,9 @@ async def _open_all(inbox: str | None, email_paths: list[str] | None,
     opened: list[int | dict[str, Any]] = []
     if from_table:
         opened.extend(await open_tickets_from_table())
-    if from_table and inbox is None and not email_paths:
+    if mailbox:
+        opened.extend(await open_tickets_from_mailbox())
+    if (from_table or mailbox) and inbox is None and not email_paths:
         return opened
     # inbox_paths refuses a batch given no source at all
     for path in inbox_paths(inbox, email_paths):
@@ -79,6 +83,7 @@ async def reconcile_inbox(
     inbox: str | None = None,
     email_paths: list[str] | None = None,
     from_table: bool = False,
+    mailbox: bool = False,
     approval_wait_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0,
 ) -> list[dict[str, Any]]:
     """Open one ticket per new email in arrival order, then run each ticket's flow.
@@ -95,11 +100,13 @@ async def reconcile_inbox(
             BILLING_RECON_HOME) on the worker's host.
         email_paths: Explicit .eml paths, instead of or besides the folder.
         from_table: Also take stored emails without a ticket from the inbound-email table.
+        mailbox: Also take the new messages of the IMAP folder (BILLING_RECON_IMAP_*): each
+            ticket is committed before the message is marked on the server.
         approval_wait_s: Seconds a local run waits for each decision (at most 30 days);
             deployed runs suspend instead and free their worker.
     """
     await sweep_overdue()
-    opened = await _open_all(host_path(inbox), email_paths, from_table)
+    opened = await _open_all(host_path(inbox), email_paths, from_table, mailbox)
     ids = [entry for entry in opened if isinstance(entry, int)]
     progress = await Progress.start(len(ids), "tickets started")
     if in_deployment():
@@ -109,6 +116,8 @@ async def reconcile_inbox(
         started = iter(r if isinstance(r, dict) else {"ticket_id": tickets.format_ticket_id(i),
                                                       "error": repr(r)}
                        for i, r in zip(ids, ran, strict=True))
+    if mail_on():  # replies and notices owed, each sent once
+        await send_mail()
     # one result per email, in order: its ticket's, or why it has none
     return [next(started) if isinstance(entry, int) else entry for entry in opened]
 

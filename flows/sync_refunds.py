@@ -15,6 +15,7 @@ from prefect.logging import get_run_logger
 from billing_recon.domain.fsm import State
 from billing_recon.store import tickets
 from billing_recon_tasks.events import emit_escalated
+from billing_recon_tasks.mail import mail_on, send_mail
 from billing_recon_tasks.runtime import deps, in_thread
 from billing_recon_tasks.sweep import sync_refunds as sync_refunds_task
 
@@ -27,6 +28,8 @@ async def sync_refunds() -> dict[str, Any]:
         if state.startswith(State.ESCALATED.value):
             ticket = await in_thread(tickets.get, deps().sessions, tickets.parse_ticket_id(name))
             emit_escalated(ticket)
+    if mail_on() and report["tickets"]:  # replies of tickets closed now, notices of escalations
+        await send_mail()
     get_run_logger().info("%s refunds re-read, %s changed; tickets moved: %s",
                           report["checked"], report["changed"], report["tickets"] or "none")
     return report

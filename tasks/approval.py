@@ -22,6 +22,7 @@ from billing_recon.steps import approval_gate, evidence, presentation
 from billing_recon.store import tickets
 from billing_recon.store.models import Ticket
 from billing_recon_tasks.context import flow_run_id, in_deployment
+from billing_recon_tasks.mail import mail_on, send_mail
 from billing_recon_tasks.options import ACTOR
 from billing_recon_tasks.runtime import deps, in_thread
 
@@ -156,6 +157,8 @@ async def wait_for_decision(ticket_id: int, wait_s: float) -> bool:
         await in_thread(tickets.note, deps().sessions, ticket_id, "awaiting_decision", ACTOR,
                         {"flow_run_id": run_id, "waiter": waiter, "pause": pause},
                         {"flow_run_id": run_id, "waiter": waiter})
+        if pause == 0 and mail_on():  # the approvers' notice, now that the run is known
+            await send_mail()
         form = ApprovalForm.with_initial_data(description=markdown, proposal_hash=digest,
                                               approve=False, approver="")
         try:

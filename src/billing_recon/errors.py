@@ -26,6 +26,9 @@ BillingReconError
     ├── GatewayUnavailable   no answer, or a 5xx: transient, the same key may be replayed
     ├── GatewayBusy          409: the same idempotency key is still in flight
     └── GatewayRejected      any other 4xx, with its code: nothing was refunded
+└── MailError               an IMAP or SMTP server failed or refused (mapped at mail/)
+    ├── MailUnavailable      no connection, TLS or login failed, a 4xx: try again later
+    └── MailRefused          a 5xx answer to a message: sending it again will not help
 """
 
 from __future__ import annotations
@@ -193,3 +196,19 @@ class GatewayBusy(GatewayError):
 
 class GatewayRejected(GatewayError):
     """A 4xx other than 409 (``code`` says why): the gateway created nothing."""
+
+
+class MailError(BillingReconError):
+    """An IMAP or SMTP server failed or refused (converted from imaplib/smtplib in mail/)."""
+
+
+class MailUnavailable(MailError):
+    """The server could not be used now (connection, TLS, login, a 4xx): try again later."""
+
+
+class MailRefused(MailError):
+    """The server refused a message for good (a 5xx); ``code`` is its SMTP reply code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(f"{code} {message}")

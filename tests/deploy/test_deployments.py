@@ -189,7 +189,8 @@ def test_the_server_schedules_the_batch_on_the_cron(deployed: Deployed) -> None:
         assert run.expected_start_time is not None
         due = run.expected_start_time.astimezone(ZoneInfo("Europe/Berlin"))
         assert due.weekday() < 5 and 7 <= due.hour <= 18 and due.minute % 15 == 0, due
-        assert run.parameters == {"inbox": "inbox", "from_table": False}
+        assert run.parameters == {"inbox": "inbox", "from_table": False,
+                                  "mailbox": False}
 
 
 # --- runs on the workers ------------------------------------------------------------------

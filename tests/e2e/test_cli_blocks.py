@@ -17,7 +17,8 @@ from tests.e2e.conftest import Cli
 
 pytestmark = pytest.mark.e2e
 SLUGS = ["billing-recon-database", "billing-recon-llm-endpoint", "billing-recon-sandbox",
-         "billing-recon-payment-gateway", "billing-recon-approval-policy"]
+         "billing-recon-payment-gateway", "billing-recon-approval-policy",
+         "billing-recon-mail-servers"]
 SECRETS = {"BILLING_RECON_DATABASE_URL": "postgresql://recon:db-pw-e2e@127.0.0.1:5432/billing",
            "BILLING_RECON_STRIPE_API_KEY": "sk_test_e2e_secret",
            "BILLING_RECON_SIGNING_KEY": "signing-e2e-secret"}

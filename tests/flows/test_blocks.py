@@ -31,11 +31,13 @@ from billing_recon.config import (
     ApprovalSettings,
     DatabaseSettings,
     GatewaySettings,
+    ImapSettings,
     KeySettings,
     LlmBudget,
     ModelSettings,
     Price,
     SandboxSettings,
+    SmtpSettings,
     WebhookSettings,
     load,
 )
@@ -52,6 +54,7 @@ from billing_recon_blocks import (
     ApprovalPolicy,
     BillingDatabase,
     LlmEndpoint,
+    MailServers,
     PaymentGateway,
     SandboxConfig,
     registration,
@@ -87,6 +90,11 @@ def samples() -> list[Block]:
         ApprovalPolicy(approval=ApprovalSettings(
             approvers=("carol", " dan "), approval_timeout_s=60.0, require_code=True,
             four_eyes={"usd": Decimal("1000.00")})),
+        MailServers(imap=ImapSettings(host="imap.example.test", user="billing",
+                                      password=SecretStr("imap-app-token-44")),
+                    smtp=SmtpSettings(host="smtp.example.test", port=587, security="starttls",
+                                      password=SecretStr("smtp-app-token-45"),
+                                      notify=("ops@example.test",))),
     ]
 
 

@@ -105,7 +105,7 @@ async def test_missing_inbox_folder_is_a_clear_error(world: Deps, tmp_path: Path
 
 
 async def test_a_batch_given_no_source_is_a_clear_error(world: Deps) -> None:
-    with pytest.raises(ValueError, match="needs inbox, email_paths or from_table"):
+    with pytest.raises(ValueError, match="needs inbox, email_paths, from_table or mailbox"):
         await reconcile_inbox(approval_wait_s=0)
 
 

@@ -2,6 +2,7 @@
 
 from billing_recon.config.intake import IntakeSettings
 from billing_recon.config.llm import LlmBudget, ModelSettings, Price
+from billing_recon.config.mail import ImapSettings, SmtpSettings
 from billing_recon.config.sandbox import SandboxSettings
 from billing_recon.config.sections import (
     ApprovalSettings,
@@ -21,7 +22,8 @@ from billing_recon.config.settings import (
 )
 from billing_recon.config.webhooks import WebhookSettings
 
-__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "IntakeSettings",
-           "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings", "Price",
-           "SandboxSettings", "Settings", "SwitchSettings", "WebhookSettings", "file_variables",
-           "from_variables", "load", "secret_fingerprint", "with_variables"]
+__all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "ImapSettings",
+           "IntakeSettings", "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings",
+           "Price", "SandboxSettings", "Settings", "SmtpSettings", "SwitchSettings",
+           "WebhookSettings", "file_variables", "from_variables", "load", "secret_fingerprint",
+           "with_variables"]

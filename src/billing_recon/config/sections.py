@@ -189,4 +189,5 @@ class SwitchSettings(Section):
         "comma-separated (e.g. cache,ledger), so the chaos suite proves each layer alone.")
     chaos_kill_at: str | None = Field(
         default=None, pattern=r"^[a-z_.]+(:[1-9][0-9]*)?$", description="Tests only: POINT[:N] "
-        "kills the process (SIGKILL) the Nth time the refund worker passes POINT.")
+        "kills the process (SIGKILL) the Nth time it passes POINT (the refund worker's "
+        "refund.*, the mailbox's mailbox.before_flag, the outbox's outbox.*).")

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from billing_recon.config.intake import IntakeSettings
 from billing_recon.config.llm import LlmBudget, ModelSettings
+from billing_recon.config.mail import ImapSettings, SmtpSettings
 from billing_recon.config.sandbox import SandboxSettings
 from billing_recon.config.sections import (
     ApprovalSettings,
@@ -102,6 +103,8 @@ class Settings(BaseSettings):
     keys: KeySettings = Field(default_factory=KeySettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    imap: ImapSettings = Field(default_factory=ImapSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     switches: SwitchSettings = Field(default_factory=SwitchSettings)
 
     @classmethod

@@ -20,8 +20,9 @@ from billing_recon.domain.email import EmailIdentity, Rejection, parse_email
 from billing_recon.domain.email import InboundEmail as ParsedEmail
 from billing_recon.domain.fsm import INTAKE_REASONS, State, check_transition
 from billing_recon.errors import ConcurrentTransition
-from billing_recon.store.models import InboundEmail, Ticket, TicketEvent
+from billing_recon.store.models import InboundEmail, MailboxFolder, Ticket, TicketEvent
 from billing_recon.store.tickets import Sessions, format_ticket_id, new_event
+from billing_recon.store.types import utcnow
 
 _log = logging.getLogger(__name__)
 
@@ -105,6 +106,15 @@ def _refuse(session: Session, ticket: Ticket, rejection: Rejection, source: str 
                           {"file": source, "problem": rejection.problem}))
 
 
+def source_of(sessions: Sessions, ticket: Ticket) -> str:
+    """Where the ticket's email came from (a file, an IMAP URL), as recorded when it opened."""
+    with sessions() as session:
+        event = session.scalar(select(TicketEvent).where(
+            TicketEvent.ticket_id == ticket.id).order_by(TicketEvent.seq).limit(1))
+    source = event.payload.get("source") if event else None
+    return str(source) if source else format_ticket_id(ticket.id)
+
+
 def refusal(sessions: Sessions, ticket: Ticket) -> str | None:
     """The recorded problem of an email refused at intake, else None."""
     if ticket.state != State.REJECTED.value or ticket.reason not in INTAKE_REASONS:
@@ -163,3 +173,15 @@ def unticketed(sessions: Sessions) -> list[InboundEmail]:
                  .where(Ticket.id.is_(None))
                  .order_by(InboundEmail.received_at, InboundEmail.email_id))
         return list(session.scalars(query))
+
+
+def see_uidvalidity(sessions: Sessions, folder: str, uidvalidity: int) -> int | None:
+    """Record a mailbox folder's UIDVALIDITY; the one recorded before when it differs."""
+    with sessions() as session, session.begin():
+        row = session.get(MailboxFolder, folder, with_for_update=True)
+        if row is None:
+            session.add(MailboxFolder(folder=folder, uidvalidity=uidvalidity))
+            return None
+        before = row.uidvalidity
+        row.uidvalidity, row.seen_at = uidvalidity, utcnow()
+    return before if before != uidvalidity else None

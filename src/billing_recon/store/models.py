@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     ForeignKey,
@@ -338,3 +339,42 @@ class SpentCode(Base):
     approver: Mapped[str] = mapped_column(String(200))
     step: Mapped[int] = mapped_column(Integer)  # RFC 6238 time step T of the code
     spent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxMessage(Base):
+    """An email to send exactly once: a customer's reply or an approver notice (issue 17).
+
+    ``key`` is unique (``reply:{ticket_key}``, ``notice:{event id}``): queuing it again changes
+    nothing. ``message`` holds the complete RFC 5322 bytes, its Message-ID derived from the key,
+    so every attempt sends the same message. ``status`` moves queued -> claimed (a sender's
+    lease, ``lease_until``) -> sending (committed just before the SMTP DATA command) -> sent;
+    a crash while claimed is taken over after the lease, one while sending is ``uncertain``
+    (never sent again without an operator: see docs/exactly-once.md); a permanent refusal by
+    the server is ``failed``.
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # reply | approval_needed | escalated
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    message_id: Mapped[str] = mapped_column(String(300))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    message: Mapped[bytes] = mapped_column(EmailBytes)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    holder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class MailboxFolder(Base):
+    """The UIDVALIDITY last seen for a mailbox folder: a change is logged and the folder read
+    again from its first message (tickets are found again by Message-ID, never doubled)."""
+
+    __tablename__ = "mailbox_folders"
+    folder: Mapped[str] = mapped_column(String(300), primary_key=True)  # imap://user@host/F
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)  # 32 bits unsigned
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
