@@ -154,6 +154,12 @@ class TestPrefectBlockStandards(BlockStandardTestSuite):
         """Each of our block types in turn."""
         return request.param  # type: ignore[no-any-return]
 
+    def test_has_a_valid_image(self, block: type[Block]) -> None:
+        """Prefect's check fetches each block's logo from the internet (it runs once Pillow is
+        installed, as matplotlib brings it): our blocks have no logo (the UI shows Prefect's
+        default), and a test must not depend on the network."""
+        assert block._logo_url is None
+
 
 @pytest.mark.parametrize("sample", samples(), ids=lambda block: type(block).__name__)
 def test_block_round_trips_and_its_secrets_stay_hidden(sample: Block, block_set: str) -> None:
