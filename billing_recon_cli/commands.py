@@ -18,7 +18,9 @@ from billing_recon.steps.deps import Deps
 from billing_recon.store import inbox, ledger, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket
+from billing_recon_cli import waiting
 from billing_recon_cli.output import emit
+from billing_recon_tasks import local_server
 
 SETTLE_AFTER_RESUME_S = 30.0
 
@@ -64,7 +66,14 @@ def process(args: argparse.Namespace) -> int:
             print(f"{path}: {tickets.format_ticket_id(ticket.id)} stays {ticket.state} "
                   f"({what}); processing the email again resumes it", flush=True)
 
-    driver.run_emails(args.emails, args.wait, on_update, on_problem)
+    def on_waiting(path: str, ticket: Ticket, link: str) -> None:
+        if args.json:
+            emit({**reports.ticket_line(path, ticket), "ui_url": link})
+        else:
+            print(f"{path}: {tickets.format_ticket_id(ticket.id)} awaits a decision; approve "
+                  f"or reject it in the Prefect UI: {link}", flush=True)
+
+    driver.run_emails(args.emails, args.wait, on_update, on_problem, on_waiting)
     return 0
 
 
@@ -139,9 +148,7 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
 
 
 def _preflight(args: argparse.Namespace, ticket: Ticket) -> None:
-    from billing_recon_cli import driver
-
-    driver.check_server_access(ticket)
+    waiting.check_server_access(ticket)
     digest = ticket.proposal_hash or ""
     if args.hash and not digest.startswith(args.hash):
         raise ApprovalRefused(f"the current proposal is {digest[:12]}, not {args.hash}")
@@ -179,10 +186,9 @@ _DECIDED = {True: {State.REFUNDED.value, State.CLOSED.value, State.APPROVAL_PEND
 
 def _check_outcome(deps: Deps, before: Ticket, final: Ticket, approve: bool) -> None:
     """Exit non-zero, saying why, when the decision did not lead where it should (SPEC §8)."""
-    from billing_recon_cli import driver
-
-    if final.state in _DECIDED[approve] or (approve and before.waiter == driver.SUSPENDED):
-        return
+    if final.state in _DECIDED[approve] or (approve and (before.waiter == waiting.SUSPENDED
+                                                         or local_server.in_use())):
+        return  # a worker or the local runner carries it on
     events = tickets.events(deps.sessions, final.id)
     why = next((e.payload.get("error") or e.payload.get("gateway_error") for e in
                 reversed(events) if e.payload.get("error") or e.payload.get("gateway_error")),
@@ -202,16 +208,17 @@ def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
     After a first of two approvals the run is resumed too: it finds the approval recorded
     (the same code: a repeat, not a new decision) and asks again, showing 1 of 2.
     """
-    from billing_recon_cli import driver
-
     deps = runtime.build()
+    name = tickets.format_ticket_id(before.id)
     form = {"approve": decision.approve, "approver": decision.approver, "note": decision.note,
             "code": decision.code, "proposal_hash": before.proposal_hash or ""}
-    if driver.resume_waiting(before, form):
-        if before.waiter == driver.SUSPENDED:
-            # Deployed: a worker re-runs the ticket; running it here too would only race it.
-            print(f"{tickets.format_ticket_id(before.id)}: its suspended run was resumed; a "
-                  "worker of the pool carries it on", flush=True)
+    managed = local_server.in_use()
+    if waiting.resume_waiting(before, form):
+        if before.waiter == waiting.SUSPENDED:
+            # A worker (deployed) or the local runner re-runs the ticket; running it here too
+            # would only race it.
+            who = "the local runner" if managed else "a worker of the pool"
+            print(f"{name}: its suspended run was resumed; {who} carries it on", flush=True)
             return tickets.get(deps.sessions, before.id)
         deadline = time.monotonic() + SETTLE_AFTER_RESUME_S
         while time.monotonic() < deadline:
@@ -221,6 +228,13 @@ def _follow_through(before: Ticket, decision: approval_gate.Decision) -> Ticket:
             time.sleep(0.2)
     ticket = tickets.get(deps.sessions, before.id)
     if decision.approve and ticket.state in (State.APPROVED.value, State.REFUNDED.value):
+        if managed is not None:  # nobody waits on it: a new run, which the runner executes
+            run_id = waiting.run_on_runner(managed.runner.deployment, before.id)
+            print(f"{name}: the local runner carries it on: "
+                  f"{local_server.run_link(managed.server.ui_url, run_id)}", flush=True)
+            return ticket
+        from billing_recon_cli import driver
+
         driver.continue_ticket(before.id)
     deadline = time.monotonic() + SETTLE_AFTER_RESUME_S
     while time.monotonic() < deadline:  # a refund still pending: our webhook receiver ends it
