@@ -6,6 +6,7 @@ that never run a flow do not pay for importing Prefect.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +143,23 @@ async def _report_problems(paths: list[str], ids: dict[str, EmailIdentity],
             on_problem(path, ticket, problem)
 
 
+class _SuspensionIsNoError(logging.Filter):
+    """Prefect's engine logs a run that ends suspended (waiting for a decision) as an ERROR;
+    on the terminal that reads as a failure, so it is not shown there (the run's log keeps it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Finished in state Suspended")
+
+
+def _quiet_suspensions() -> None:
+    from prefect.logging.handlers import APILogHandler
+
+    for name in ("prefect", ""):
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler, APILogHandler):
+                handler.addFilter(_SuspensionIsNoError())
+
+
 def run_emails(paths: list[str], wait_s: float, on_update: Update,
                on_problem: Problem | None = None,
                on_waiting: Waiting | None = None) -> list[dict[str, Any]]:
@@ -154,6 +172,7 @@ def run_emails(paths: list[str], wait_s: float, on_update: Update,
     to its run in the Prefect UI; the local runner runs it once decided.
     """
     ensure_api()  # no API configured: a temporary server that dies with us
+    _quiet_suspensions()
     with local_client_settings():  # cheaper Prefect clients on a loopback http:// server
         return asyncio.run(_run(paths, wait_s, on_update, on_problem, on_waiting))
 

@@ -25,7 +25,7 @@ from prefect.types.entrypoint import EntrypointType
 from billing_recon import runtime
 from billing_recon.config import load
 from billing_recon_flows.process_ticket import process_ticket
-from billing_recon_tasks.local_server import DEPLOYMENT_PREFIX, write_state
+from billing_recon_tasks.local_server import DEPLOYMENT_PREFIX, hand_gateway_to_runs, write_state
 
 POLL_S = 2  # how soon a resumed run starts here (Prefect's default: 10 s)
 
@@ -35,7 +35,7 @@ def _gateway_url() -> str:
     exported so that every run started from here refunds through it."""
     settings = load()
     url = settings.gateway.url or runtime.embedded_gateway_url(settings, runtime.build(settings))
-    os.environ["BILLING_RECON_GATEWAY_URL"] = url
+    hand_gateway_to_runs(url)
     return url
 
 

@@ -332,6 +332,11 @@ def use(settings: Settings) -> Managed | None:
 _in_use: Managed | None = None
 
 
+def hand_gateway_to_runs(url: str) -> None:
+    """The runner's runs (its child processes) refund through the gateway at ``url``."""
+    os.environ["BILLING_RECON_GATEWAY_URL"] = url
+
+
 def in_use() -> Managed | None:
     """The managed server this command uses, if ``use`` chose it."""
     return _in_use
