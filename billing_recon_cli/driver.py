@@ -1,6 +1,6 @@
 """How the command line drives the flows: batches with live updates, continuing a ticket here
-after a decision (billing_recon_cli.waiting reaches a waiting run). Not a flow itself; the commands import it lazily, so commands
-that never run a flow do not pay for importing Prefect.
+after a decision (billing_recon_cli.waiting reaches a waiting run). Not a flow itself; the
+commands import it lazily, so commands that never run a flow do not pay for importing Prefect.
 """
 
 from __future__ import annotations

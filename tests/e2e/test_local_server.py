@@ -9,6 +9,7 @@ Everything started is stopped by pid at the end (``server stop``, then any pid l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,10 +82,8 @@ def _pids(folder: Path) -> list[int]:
 
 def _kill_left(pids: list[int]) -> None:
     for pid in pids:  # only ours, by pid: `server stop` should have stopped them already
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _managed_cli(root: Path) -> Cli:
@@ -225,7 +224,10 @@ def test_prefect_api_url_wins(tmp_path: Path, prefect_api: str, desk: Desk) -> N
     cli = _managed_cli(tmp_path)
     cli.env["PREFECT_API_URL"] = prefect_api
     cli.run("load", str(desk.sample.data_dir))
-    done = cli.run("process", str(desk.sample.inbox_dir / IN_UI), "--json", "--wait", "0")
+    try:
+        done = cli.run("process", str(desk.sample.inbox_dir / IN_UI), "--json", "--wait", "0")
+    finally:  # nothing must start; if something did, it goes
+        _kill_left(_pids(tmp_path / "home" / "prefect"))
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "home" / "prefect" / "server.json").exists()
     assert not any("ui_url" in json.loads(x) for x in done.stdout.splitlines())
