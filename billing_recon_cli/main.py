@@ -199,11 +199,16 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
-    from billing_recon_cli import approver_commands, commands, refund_commands
+    from billing_recon_cli import (
+        approver_commands,
+        commands,
+        decision_commands,
+        refund_commands,
+    )
 
     return {"demo": commands.demo, "load": commands.load, "process": commands.process,
-            "approvals": commands.approvals, "approve": commands.approve,
-            "reject": commands.reject, "tickets": commands.show_ticket,
+            "approvals": commands.approvals, "approve": decision_commands.approve,
+            "reject": decision_commands.reject, "tickets": commands.show_ticket,
             "refunds": refund_commands.refunds, "blocks": _blocks, "server": _server,
             "approvers": approver_commands.approvers_cmd}[command]
 

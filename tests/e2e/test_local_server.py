@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -187,9 +189,15 @@ def test_approving_in_the_ui_after_the_command_ended_refunds_once(
 def test_approving_from_a_second_terminal_is_http_only_and_refunds_once(desk: Desk) -> None:
     api_url = desk.status()["server"]["api_url"]
     line = desk.lines[IN_CLI]
-    done = desk.cli.run("approve", line["ticket_id"], "--by", "bob")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "billing_recon_cli",
+                           "approve", line["ticket_id"], "--by", "bob"], cwd=desk.cli.cwd,
+                          env=desk.cli.env, capture_output=True, text=True, timeout=180,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert "its suspended run was resumed; the local runner carries it on" in done.stdout
+    imported = {row.rpartition("|")[2].strip() for row in done.stderr.splitlines()
+                if row.startswith("import time:")}
+    assert "httpx" in imported and not {"prefect", "billing_recon_flows"} & imported
     _refunded_once_after_the_run(desk, line["ticket_id"], _run_id(line["ui_url"]), api_url)
 
 
