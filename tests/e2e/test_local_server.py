@@ -35,6 +35,7 @@ from tests.e2e.test_ui_approval import gateway_calls
 pytestmark = pytest.mark.e2e
 
 IN_UI, IN_CLI, LEFT = "05-tax-error.eml", "03-duplicate-payment.eml", "08-prior-refund.eml"
+ORPHAN = "01-price-overcharge.eml"
 SETTLE_S = 8.0  # the gateway settles each refund this long after it: after its run has ended
 WAIT_S = 120.0
 
@@ -199,6 +200,25 @@ def test_approving_from_a_second_terminal_is_http_only_and_refunds_once(desk: De
                 if row.startswith("import time:")}
     assert "httpx" in imported and not {"prefect", "billing_recon_flows"} & imported
     _refunded_once_after_the_run(desk, line["ticket_id"], _run_id(line["ui_url"]), api_url)
+
+
+def test_a_ticket_nobody_waits_on_is_handed_to_the_runner(desk: Desk) -> None:
+    """Paused by a command that has ended (temporary server): approve hands the runner a run."""
+    before = desk.cli.env["BILLING_RECON_PREFECT_SERVER"]
+    desk.cli.env["BILLING_RECON_PREFECT_SERVER"] = "temporary"
+    try:
+        done = desk.cli.run("process", str(desk.sample.inbox_dir / ORPHAN), "--json", "--wait",
+                            "0")
+    finally:
+        desk.cli.env["BILLING_RECON_PREFECT_SERVER"] = before
+    assert done.returncode == 0, done.stderr
+    ticket = json.loads(done.stdout.splitlines()[0])["ticket_id"]
+    assert all(w["waiter"] != "suspended" for w in desk.billing.waits(ticket))  # no run waits
+    approved = desk.cli.run("approve", ticket, "--by", "alice")
+    assert approved.returncode == 0, approved.stderr
+    assert f"{ticket}: the local runner carries it on: " in approved.stdout
+    assert desk.wait_state(ticket, "CLOSED") == "CLOSED"
+    assert len(desk.billing.refunds(ticket)) == 1
 
 
 def test_the_next_command_reuses_the_server_and_restarts_a_dead_runner(desk: Desk) -> None:
