@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,8 +104,19 @@ def location_key(settings: Settings, cwd: Path | None = None) -> str:
 
 
 def configured_api() -> str | None:
-    """The Prefect API the user configured in the environment (it always wins)."""
-    return os.environ.get("PREFECT_API_URL") or None
+    """The Prefect API the user configured (it always wins): PREFECT_API_URL in the environment,
+    else in the active Prefect profile (read here as Prefect reads it, without importing it)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        profiles = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    url = profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
+    return str(url) if url else None
 
 
 def wanted(settings: Settings) -> bool:

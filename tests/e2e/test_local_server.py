@@ -26,7 +26,9 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext
 
+from billing_recon.config import load
 from billing_recon.store.sample_data import SampleSet, generate
+from billing_recon_tasks import local_server
 from tests.e2e.browser import Answer, fill_form, module_browser, open_resume_dialog, submit
 from tests.e2e.conftest import Cli
 from tests.e2e.paused import BillingDb, run_state
@@ -269,3 +271,17 @@ def test_server_stop_stops_what_it_started(desk: Desk) -> None:
     assert desk.status()["server"] is None
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_prefect_api_url_in_the_active_profile_wins(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "profiles.toml").write_text('active = "team"\n[profiles.team]\n'
+                                            'PREFECT_API_URL = "http://127.0.0.1:9/api"\n')
+    for name in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.setenv("BILLING_RECON_PREFECT_SERVER", "managed")
+    assert local_server.configured_api() == "http://127.0.0.1:9/api"
+    assert not local_server.wanted(load())
+    monkeypatch.setenv("PREFECT_PROFILE", "ephemeral")  # a profile without one: ours
+    assert local_server.configured_api() is None and local_server.wanted(load())
