@@ -109,10 +109,13 @@ async def _announce(paths: list[str], results: list[dict[str, Any]], ui_url: str
     if on_waiting is None:
         return
     for path, result in zip(paths, results, strict=True):
-        run_id = result.get("flow_run_id")
-        if run_id and result.get("state") == State.APPROVAL_PENDING.value:
-            ticket = await in_thread(tickets.get, deps().sessions,
-                                     tickets.parse_ticket_id(result["ticket_id"]))
+        if result.get("state") != State.APPROVAL_PENDING.value:
+            continue
+        ticket = await in_thread(tickets.get, deps().sessions,
+                                 tickets.parse_ticket_id(result["ticket_id"]))
+        # A ticket an earlier command left suspended is skipped by the batch: its run waits
+        run_id = result.get("flow_run_id") or ticket.flow_run_id
+        if run_id:
             on_waiting(path, ticket, local_server.run_link(ui_url, run_id))
 
 
