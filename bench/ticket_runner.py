@@ -5,10 +5,12 @@
 MODE is ``core`` (billing_recon.pipeline, no Prefect), ``shipped`` (flows/process_ticket, one
 flow run per email, ``approval_wait_s=0``), ``lean`` (bench/lean_flow, the same per email),
 ``naive`` (bench/naive_flow), ``batch`` (flows/reconcile_inbox over all the emails in one run)
-or ``batch-concurrent`` (bench/inbox_concurrent, likewise). The database, the Prefect server and
-the sandbox come from the environment. The last stdout line is one JSON object: wall and CPU
-seconds of the timed part (the warm-up email is run first and not counted) and each email's
-settled state.
+or ``batch-concurrent`` (bench/inbox_concurrent, likewise), or a peer of bench/peers.py:
+``langgraph-sqlite``, ``langgraph-pg``, ``dbos`` (one durable run per email), ``langgraph-batch``
+or ``dbos-batch`` (every email at once, 4 in flight; state in ``BENCH_PEER_DB``). The database,
+the Prefect server and the sandbox come from the environment. The last stdout line is one JSON
+object: wall and CPU seconds of the timed part (the warm-up email is run first and not counted)
+and each email's settled state.
 
 ``BENCH_CLIENT=shipped`` runs everything inside
 billing_recon_tasks.client_settings.local_client_settings(), as our entry points do;
@@ -32,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect_server import machine_busy, postgres_cpu, process_tree_cpu
+
+#: The peers of bench/peers.py.
+PEER_MODES = ("langgraph-sqlite", "langgraph-pg", "langgraph-batch", "dbos", "dbos-batch")
 
 
 def _cpu() -> dict[str, float]:
@@ -89,6 +94,15 @@ def _naive(paths: list[Path]) -> None:
 
     for path in paths:
         naive_process_ticket(str(path))
+
+
+def _peer(mode: str) -> Any:
+    import peers
+
+    return {"langgraph-sqlite": lambda p: peers.langgraph_tickets(p, "sqlite"),
+            "langgraph-pg": lambda p: peers.langgraph_tickets(p, "pg"),
+            "langgraph-batch": peers.langgraph_batch,
+            "dbos": peers.dbos_tickets, "dbos-batch": peers.dbos_batch}[mode]
 
 
 def _batch(paths: list[Path]) -> None:
@@ -161,8 +175,8 @@ def run(mode: str, paths: list[Path], warmup: Path | None,
             return time.perf_counter() - t0, _spent(c0)
         wall, cpu = asyncio.run(both())
     else:
-        runner = {"core": _core, "naive": _naive, "batch": _batch,
-                  "batch-concurrent": _batch_concurrent}[mode]
+        runner = ({"core": _core, "naive": _naive, "batch": _batch,
+                   "batch-concurrent": _batch_concurrent}.get(mode) or _peer(mode))
         if warmup:
             runner([warmup])
         _wait_for_go(barrier)
@@ -172,14 +186,14 @@ def run(mode: str, paths: list[Path], warmup: Path | None,
     return {"mode": mode, "n": len(paths), "wall_s": wall, "cpu_s": cpu,
             "started_at": time.time() - wall, "ended_at": time.time(),
             "states": _states(paths),
-            "timeline": _timeline(paths) if mode.startswith("batch") else None}
+            "timeline": _timeline(paths) if "batch" in mode else None}
 
 
 def main() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=["core", "shipped", "lean", "naive", "batch",
-                                             "batch-concurrent"])
+                                         "batch-concurrent", *PEER_MODES])
     parser.add_argument("emails", type=Path, help="file with one .eml path per line")
     parser.add_argument("--warmup", type=Path, default=None)
     parser.add_argument("--barrier", type=Path, default=None,

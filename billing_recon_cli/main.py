@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("status", "whether it runs: URL, pid, UI, runners"),
                        ("stop", "stop it and its runners (by pid)")):
         ssub.add_parser(name, help=what).add_argument("--json", action="store_true")
+    _eval_parser(sub)
     blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
     bsub = blocks.add_subparsers(dest="blocks_command", required=True)
     breg = bsub.add_parser("register", help="register the block types and save a block set "
@@ -92,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     breg.add_argument("--name", default="default", help="block set name (default: default)")
     breg.add_argument("--overwrite", action="store_true", help="replace existing blocks")
     return p
+
+
+def _eval_parser(sub: Any) -> None:
+    from billing_recon_cli.eval_commands import add_parser
+
+    add_parser(sub)
 
 
 def _decision_parsers(sub: Any) -> None:
@@ -203,6 +210,7 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
         approver_commands,
         commands,
         decision_commands,
+        eval_commands,
         refund_commands,
     )
 
@@ -210,7 +218,8 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
             "approvals": commands.approvals, "approve": decision_commands.approve,
             "reject": decision_commands.reject, "tickets": commands.show_ticket,
             "refunds": refund_commands.refunds, "blocks": _blocks, "server": _server,
-            "approvers": approver_commands.approvers_cmd}[command]
+            "approvers": approver_commands.approvers_cmd,
+            "eval": eval_commands.evaluate_cmd}[command]
 
 
 def _one_line(error: BaseException | None) -> str:

@@ -20,6 +20,7 @@ BillingReconError
 │   └── ModelOutputInvalid   an answer that does not fit the schema (refusal, cut off, bad JSON)
 ├── BudgetExceeded          a ticket's model budget would be exceeded; the call was not made
 ├── GlobalBreakerOpen       too many escalations or tokens lately; new model work waits
+├── ShadowModeRefund        shadow mode (evaluation) asked for a gateway client: never built
 └── GatewayError            the payment gateway refused or failed a call (mapped once, at the
     │                        adapter: payments/refunds.py)
     ├── GatewayUnavailable   no answer, or a 5xx: transient, the same key may be replayed
@@ -158,6 +159,11 @@ class GlobalBreakerOpen(BillingReconError):
     def __init__(self, message: str, *, details: dict[str, object]) -> None:
         self.details = details
         super().__init__(message)
+
+
+class ShadowModeRefund(BillingReconError):
+    """Something asked for a gateway client during a shadow (evaluation) run, which stops at
+    the approval gate: no client is built and no request leaves."""
 
 
 class GatewayError(BillingReconError):

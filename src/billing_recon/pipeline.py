@@ -9,6 +9,7 @@ the flow.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from billing_recon.domain.fsm import State, is_terminal
@@ -68,16 +69,23 @@ def settled(ticket: Ticket) -> bool:
     return is_terminal(state) or next_step(state) not in AUTOMATIC
 
 
-def advance(deps: Deps, ticket_id: int, actor: str = ACTOR) -> Ticket:
+#: Told each step's wall time in seconds (the evaluation's per-step timings).
+Observer = Callable[[Step, float], None]
+
+
+def advance(deps: Deps, ticket_id: int, actor: str = ACTOR,
+            observe: Observer | None = None) -> Ticket:
     """Run a ticket from its committed state until it settles (or the global breaker holds it).
 
     A call over budget escalates the ticket; with the global breaker open the ticket keeps its
-    state (a later call resumes it) and is returned as it is.
+    state (a later call resumes it) and is returned as it is. ``observe`` is told each step
+    taken and its wall time.
     """
     for _ in range(MAX_STEPS):
         ticket = tickets.get(deps.sessions, ticket_id)
         if settled(ticket):
             return ticket
+        started, todo = time.perf_counter(), next_step(State(ticket.state))
         try:
             step(deps, ticket, actor)
         except BudgetExceeded as exc:
@@ -85,6 +93,9 @@ def advance(deps: Deps, ticket_id: int, actor: str = ACTOR) -> Ticket:
         except GlobalBreakerOpen as exc:
             budget.hold(deps, ticket_id, actor, str(exc), exc.details)
             return tickets.get(deps.sessions, ticket_id)
+        finally:
+            if observe is not None and todo is not None:
+                observe(todo, time.perf_counter() - started)
     raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")
 
 

@@ -158,14 +158,14 @@ def build(settings: Settings | None = None) -> Deps:
     migrate(engine)
     deps = Deps(settings=settings, sessions=session_factory(engine),
                 model=chat_model(settings.llm),
-                sandbox=make_sandbox(settings.sandbox, untrusted_by=_script_author(settings)),
+                sandbox=make_sandbox(settings.sandbox, untrusted_by=script_author(settings)),
                 refund_client=lambda: _client(settings, deps),
                 switches=Switches.from_settings(settings.switches))
     with _lock:
         return _cache.setdefault(cache_key, deps)
 
 
-def _script_author(settings: Settings) -> str | None:
+def script_author(settings: Settings) -> str | None:
     """The model whose scripts the sandbox will run, when it is not the offline one (whose
     reference script is ours): those need strong isolation."""
     return None if settings.llm.backend == "offline" else settings.llm.analysis_model

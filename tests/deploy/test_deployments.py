@@ -58,7 +58,8 @@ pytestmark = [pytest.mark.deploy, pytest.mark.postgres, pytest.mark.timeout(1200
 
 # deployment name -> the flow its entrypoint must load (the fan-out target is process-ticket).
 FLOWS = {"scheduled-batch": "reconcile-inbox", "process-ticket": "process-ticket",
-         "on-escalation": "escalation-report", "refund-sweep": "sync-refunds"}
+         "on-escalation": "escalation-report", "refund-sweep": "sync-refunds",
+         "evaluate": "evaluate-models"}
 ESCALATED = "billing-recon.ticket.escalated"
 # Copies of the 18-email sample set in the batch: 1 in the default run (17 emails through the
 # workers, about 3 minutes), 3 for the full 53-email batch of issue 6
@@ -166,6 +167,7 @@ def test_deploy_all_creates_the_deployments_with_their_schedules_and_the_trigger
     assert [s.schedule for s in batch.schedules] == [
         CronSchedule(cron=spec_cron["cron"], timezone=spec_cron["timezone"])]
     assert not found["process-ticket"].schedules and not found["on-escalation"].schedules
+    assert not found["evaluate"].schedules
     sweep = _deployments()["refund-sweep"]["schedules"][0]
     assert [s.schedule.interval.total_seconds()  # type: ignore[union-attr]
             for s in found["refund-sweep"].schedules] == [sweep["interval"]]

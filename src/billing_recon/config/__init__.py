@@ -11,10 +11,17 @@ from billing_recon.config.sections import (
     OrchestrationSettings,
     SwitchSettings,
 )
-from billing_recon.config.settings import Settings, from_variables, load, secret_fingerprint
+from billing_recon.config.settings import (
+    Settings,
+    file_variables,
+    from_variables,
+    load,
+    secret_fingerprint,
+    with_variables,
+)
 from billing_recon.config.webhooks import WebhookSettings
 
 __all__ = ["ApprovalSettings", "DatabaseSettings", "GatewaySettings", "IntakeSettings",
            "KeySettings", "LlmBudget", "ModelSettings", "OrchestrationSettings", "Price",
-           "SandboxSettings", "Settings", "SwitchSettings", "WebhookSettings", "from_variables",
-           "load", "secret_fingerprint"]
+           "SandboxSettings", "Settings", "SwitchSettings", "WebhookSettings", "file_variables",
+           "from_variables", "load", "secret_fingerprint", "with_variables"]

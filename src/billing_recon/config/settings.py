@@ -196,6 +196,24 @@ def from_variables(values: Mapping[str, str]) -> Settings:
         raise UserInputError(explain(exc)) from None
 
 
+def file_variables(path: Path) -> dict[str, str]:
+    """The variables a ``.env``-style file sets (a bare name counts as empty: unset)."""
+    return {name: value or "" for name, value in dotenv_values(path).items()}
+
+
+def with_variables(values: Mapping[str, str]) -> Settings:
+    """The settings of this process with ``values`` (variable -> value) winning over the
+    environment, which wins over ``.env``: one configuration among several (evaluation)."""
+    known = {var.name for var in variables(Settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserInputError(f"unknown setting {', '.join(unknown)} (docs/configuration.md "
+                             "lists every variable)")
+    dotenv = dotenv_values(DOTENV) if DOTENV.is_file() else {}
+    merged = {**{k: v for k, v in dotenv.items() if v is not None}, **os.environ, **values}
+    return from_variables(merged)
+
+
 def explain(exc: ValidationError) -> str:
     """Each problem of a validation error, named by its variable."""
     known = variables(Settings)

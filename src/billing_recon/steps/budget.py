@@ -35,21 +35,23 @@ CALL = "model_call"
 REUSED = "model_call_reused"
 
 
-def breaker_reading(deps: Deps) -> dict[str, Any]:
+def breaker_reading(deps: Deps, reading: model_calls.Reading) -> dict[str, Any]:
     """Recent model-caused escalations and tokens, with the thresholds they are held to."""
     budget = deps.settings.budgets
-    since = utcnow() - timedelta(seconds=budget.breaker_window_s)
-    return {"window_s": budget.breaker_window_s,
-            "escalations": model_calls.escalations_since(deps.sessions, since,
-                                                         MODEL_ESCALATIONS),
-            "max_escalations": budget.breaker_max_escalations,
-            "tokens": model_calls.tokens_since(deps.sessions, since),
+    return {"window_s": budget.breaker_window_s, "escalations": reading.escalations_since,
+            "max_escalations": budget.breaker_max_escalations, "tokens": reading.tokens_since,
             "max_tokens": budget.breaker_max_tokens}
 
 
-def check_breaker(deps: Deps) -> None:
+def read_spend(deps: Deps, ticket_id: int) -> model_calls.Reading:
+    """The ticket's spend and the breaker's window, in one statement."""
+    since = utcnow() - timedelta(seconds=deps.settings.budgets.breaker_window_s)
+    return model_calls.reading(deps.sessions, ticket_id, since, MODEL_ESCALATIONS)
+
+
+def check_breaker(deps: Deps, reading: model_calls.Reading) -> None:
     """Raise GlobalBreakerOpen when recent escalations or token spend reached a threshold."""
-    r = breaker_reading(deps)
+    r = breaker_reading(deps, reading)
     if r["escalations"] >= r["max_escalations"] or r["tokens"] >= r["max_tokens"]:
         raise GlobalBreakerOpen(
             f"global breaker open: {r['escalations']} model escalations (limit "
@@ -58,10 +60,9 @@ def check_breaker(deps: Deps) -> None:
             details=r)
 
 
-def check_budget(deps: Deps, ticket_id: int, agent: str, bound: int) -> None:
+def check_budget(deps: Deps, spent: model_calls.Spend, agent: str, bound: int) -> None:
     """Raise BudgetExceeded when a call of up to ``bound`` tokens does not fit the ticket."""
     budget = deps.settings.budgets
-    spent = model_calls.ticket_spend(deps.sessions, ticket_id)
     details = {"agent": agent, "calls": spent.calls, "max_calls": budget.max_calls_per_ticket,
                "tokens": spent.tokens, "call_bound": bound,
                "max_tokens": budget.max_tokens_per_ticket}
@@ -100,8 +101,9 @@ class MeteredModel:
         recorded = model_calls.find(self._deps.sessions, self._ticket_id, agent, call.digest)
         if recorded is not None:
             return self._replay(recorded, schema)
-        check_breaker(self._deps)
-        check_budget(self._deps, self._ticket_id, agent, call.bound)
+        reading = read_spend(self._deps, self._ticket_id)
+        check_breaker(self._deps, reading)
+        check_budget(self._deps, reading.spend, agent, call.bound)
         try:
             reply = self._deps.model.complete(agent, messages, schema)
         except ModelOutputInvalid as exc:

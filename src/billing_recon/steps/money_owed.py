@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing_recon.config import Settings
-from billing_recon.domain import rules
+from billing_recon.domain import rules_direct
 from billing_recon.domain.approval import mac_proposal
 from billing_recon.domain.money import fmt
 from billing_recon.domain.proposal import (
@@ -144,7 +144,7 @@ def rederive(session: Session, ticket: Ticket, proposal: Proposal) -> dict[str, 
             or not scope.get("invoice_ids")):
         raise RefundRefused(f"{name}: the proposal is not this ticket's (key, customer, scope)")
     tables = billing.scope_tables(session, ticket.customer_id or "", scope["invoice_ids"])
-    trusted = rules.summarize(rules.reconcile(tables))["invoices"]
+    trusted = rules_direct.trusted_summary(tables)["invoices"]
     _check_payments(session, name, ticket, proposal, tables)
     held = _moving(commitments.held_by_others(session, ticket.customer_id or "", trusted,
                                               ticket.id))

@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from billing_recon.agents.analysis import Failure, author_script
-from billing_recon.domain import rules
+from billing_recon.domain import rules_direct
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.domain.proposal import Proposal
 from billing_recon.domain.redaction import redact
@@ -200,7 +200,7 @@ def verify_proposal(deps: Deps, ticket_id: int, analysis: Analysis, actor: str) 
     ticket = tickets.get(deps.sessions, ticket_id)
     tables = analysis.rows if analysis.rows is not None else scope_data(deps, ticket)
     sandbox_summary = analysis.summary
-    trusted = rules.summarize(rules.reconcile(tables))
+    trusted = rules_direct.trusted_summary(tables)
     mismatches = _mismatches(sandbox_summary, trusted)
     if mismatches:
         return escalate(deps, ticket_id, Reason.CROSS_CHECK_MISMATCH, actor,

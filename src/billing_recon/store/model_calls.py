@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -59,6 +60,31 @@ def ticket_spend(sessions: Sessions, ticket_id: int) -> Spend:
     return Spend(int(calls), int(tokens))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What a model call is checked against, read in one statement: the ticket's spend, and
+    every ticket's tokens and model escalations in the breaker's window."""
+
+    spend: Spend
+    tokens_since: int
+    escalations_since: int
+
+
+def reading(sessions: Sessions, ticket_id: int, since: datetime,
+            reasons: Iterable[str]) -> Reading:
+    """``ticket_spend``, ``tokens_since`` and ``escalations_since`` in one round trip."""
+    used = func.coalesce(func.sum(ModelCall.prompt_tokens + ModelCall.completion_tokens), 0)
+    with sessions() as session:
+        calls, tokens, window_tokens, escalations = session.execute(select(
+            select(func.count(ModelCall.id)).where(ModelCall.ticket_id == ticket_id)
+            .scalar_subquery(),
+            select(used).where(ModelCall.ticket_id == ticket_id).scalar_subquery(),
+            select(used).where(ModelCall.created_at >= since).scalar_subquery(),
+            select(func.count(TicketEvent.id)).where(*_escalated(since, reasons))
+            .scalar_subquery())).one()
+    return Reading(Spend(int(calls), int(tokens)), int(window_tokens or 0), int(escalations or 0))
+
+
 def tokens_since(sessions: Sessions, since: datetime) -> int:
     """Tokens used by every ticket since ``since``."""
     with sessions() as session:
@@ -71,7 +97,11 @@ def tokens_since(sessions: Sessions, since: datetime) -> int:
 def escalations_since(sessions: Sessions, since: datetime, reasons: Iterable[str]) -> int:
     """Tickets escalated for one of ``reasons`` since ``since``."""
     with sessions() as session:
-        count = session.scalar(select(func.count(TicketEvent.id)).where(
-            TicketEvent.to_state == "ESCALATED", TicketEvent.at >= since,
-            TicketEvent.kind == "transition", TicketEvent.reason.in_(list(reasons))))
+        count = session.scalar(select(func.count(TicketEvent.id))
+                               .where(*_escalated(since, reasons)))
     return int(count or 0)
+
+
+def _escalated(since: datetime, reasons: Iterable[str]) -> tuple[Any, ...]:
+    return (TicketEvent.to_state == "ESCALATED", TicketEvent.at >= since,
+            TicketEvent.kind == "transition", TicketEvent.reason.in_(list(reasons)))
