@@ -50,6 +50,7 @@ RUNNER_MODULE = "billing_recon_flows.local_runner"
 #: The runner's deployment name is this prefix and the key of its data location.
 DEPLOYMENT_PREFIX = "process-ticket/local-"
 START_TIMEOUT_S = 180.0  # a fresh server's first start (migrations) on a loaded 2-core machine
+HEALTH_PATIENCE_S = 30.0  # how long a live server may take to answer before it counts as dead
 OFFLINE = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
@@ -215,14 +216,21 @@ def _port(preferred: int) -> int:
 
 # ---- the server ----------------------------------------------------------------------------
 
-def running_server(settings: Settings) -> Server | None:
-    """The managed server of this home, if it runs and answers."""
+def running_server(settings: Settings, patience_s: float = 0.0) -> Server | None:
+    """The managed server of this home, if it runs and answers (a live one that does not
+    answer at once is asked again for up to ``patience_s``: a busy machine is not a dead
+    server)."""
     data = _read(root(settings) / "server.json")
     if not data:
         return None
     server = Server(int(data["pid"]), int(data["port"]))
-    if _alive(server.pid, "prefect") and _healthy(server.api_url):
-        return server
+    deadline = time.monotonic() + patience_s
+    while _alive(server.pid, "prefect"):
+        if _healthy(server.api_url):
+            return server
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     return None
 
 
@@ -317,7 +325,7 @@ def ensure(settings: Settings) -> Managed:
     """The managed server and this data location's runner, started when not running."""
     folder, key = root(settings), location_key(settings)
     with _locked(folder):
-        server = running_server(settings) or _start_server(settings)
+        server = running_server(settings, HEALTH_PATIENCE_S) or _start_server(settings)
         runner = _runner(settings, key, server.api_url) or _start_runner(settings, key,
                                                                          server.api_url)
     return Managed(server, runner)
