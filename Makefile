@@ -31,4 +31,5 @@ pytest: $(STAMP)
 test: lint pytest
 
 clean:
+	-[ -x $(BIN)/billing-recon ] && $(BIN)/billing-recon server stop  # the demo's local server
 	rm -rf $(VENV) .typecheck demo billing_recon.db* billing_recon_gateway.db*

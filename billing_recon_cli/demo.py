@@ -23,7 +23,7 @@ from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.db import shown_url
 from billing_recon.store.models import Ticket
 from billing_recon.store.sample_data import generate
-from billing_recon_tasks import temporary_server
+from billing_recon_tasks import local_server, temporary_server
 
 DEMO_APPROVERS = ("alice", "bob")
 def _expected_text(expected: dict[str, Any]) -> str:
@@ -54,11 +54,18 @@ def _command() -> str:
 
 
 def _ui_hint() -> str:
+    if local_server.in_use():
+        return "or in the Prefect UI: open a link below (⋮ -> Resume)"
     api = "" if temporary_server.owned() else PREFECT_API_URL.value() or ""
     if api:
         return f"or in the Prefect UI: {api.removesuffix('/api')}/runs (open the paused run)"
-    return ("or in the Prefect UI: start `prefect server start`, export "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api and run the demo again")
+    return ("or in the Prefect UI: run the demo without BILLING_RECON_PREFECT_SERVER=temporary "
+            "(the local server with its UI)")
+
+
+def print_waiting(path: str, ticket: Ticket, link: str) -> None:
+    """The UI link of a ticket's run suspended for a decision."""
+    print(f"  {tickets.format_ticket_id(ticket.id)} ({Path(path).name}): {link}", flush=True)
 
 
 class DemoReport:
@@ -156,7 +163,7 @@ def run_demo(directory: Path, seed: int, wait_s: float) -> int:
     if wait_s > 0:
         print(f"(after the table, waiting up to {wait_s:.0f}s for decisions; Ctrl-C stops "
               "waiting, pending tickets stay pending)", flush=True)
-    driver.run_emails(paths, wait_s, report.update)
+    driver.run_emails(paths, wait_s, report.update, on_waiting=print_waiting)
     if not report.all_reported.is_set():
         report.print_table()
     return 0 if report.ok() else 1

@@ -27,6 +27,11 @@ PREFECT_DEFAULTS = {
 }
 
 
+#: Commands that talk to a Prefect server: without PREFECT_API_URL they use the managed local
+#: one (started if needed) unless BILLING_RECON_PREFECT_SERVER=temporary.
+NEEDS_PREFECT = {"demo", "process", "approve", "reject", "blocks"}
+
+
 #: The demo's local gateway makes every refund start pending (as a bank debit does) and settle
 #: a moment later, so an approval shows the refund's whole lifecycle. A value the user set
 #: wins; BILLING_RECON_GATEWAY_FAILURE_SHARE=1 makes the refunds fail and escalate instead.
@@ -76,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("ticket", metavar="TICKET")
     retry.add_argument("--by", required=True, metavar="NAME", help="who retries it (logged)")
     retry.add_argument("--note", default="", metavar="TEXT")
+    server = sub.add_parser("server", help="the local Prefect server with its UI (and its "
+                            "runners) that commands start when PREFECT_API_URL is unset")
+    ssub = server.add_subparsers(dest="server_command", required=True)
+    for name, what in (("start", "start it unless it runs; print its URL and UI"),
+                       ("status", "whether it runs: URL, pid, UI, runners"),
+                       ("stop", "stop it and its runners (by pid)")):
+        ssub.add_parser(name, help=what).add_argument("--json", action="store_true")
     _eval_parser(sub)
     blocks = sub.add_parser("blocks", help="Prefect blocks holding the configuration")
     bsub = blocks.add_subparsers(dest="blocks_command", required=True)
@@ -186,6 +198,10 @@ def _environment(args: argparse.Namespace) -> None:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     if args.command == "demo" and "pending_share" not in load().gateway.lifecycle.model_fields_set:
         os.environ.update(DEMO_DEFAULTS)
+    if args.command in NEEDS_PREFECT:  # the managed local server, unless PREFECT_API_URL
+        from billing_recon_tasks import local_server
+
+        local_server.use(load())
     if load().orchestration.blocks:
         # The commands then use the same block set as the flows (Prefect's side, lazily).
         from billing_recon import runtime
@@ -203,19 +219,26 @@ def _blocks(args: argparse.Namespace) -> int:
     return register(args.name, args.overwrite)
 
 
+def _server(args: argparse.Namespace) -> int:
+    from billing_recon_cli.server_commands import server_cmd
+
+    return server_cmd(args)
+
+
 def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     from billing_recon_cli import (
         approver_commands,
         commands,
+        decision_commands,
         eval_commands,
         mail_commands,
         refund_commands,
     )
 
     return {"demo": commands.demo, "load": commands.load, "process": commands.process,
-            "approvals": commands.approvals, "approve": commands.approve,
-            "reject": commands.reject, "tickets": commands.show_ticket,
-            "refunds": refund_commands.refunds, "blocks": _blocks,
+            "approvals": commands.approvals, "approve": decision_commands.approve,
+            "reject": decision_commands.reject, "tickets": commands.show_ticket,
+            "refunds": refund_commands.refunds, "blocks": _blocks, "server": _server,
             "approvers": approver_commands.approvers_cmd,
             "eval": eval_commands.evaluate_cmd, "mail": mail_commands.mail_cmd}[command]
 

@@ -85,6 +85,7 @@ async def reconcile_inbox(
     from_table: bool = False,
     mailbox: bool = False,
     approval_wait_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 3600.0,
+    fan_out: bool = False,
 ) -> list[dict[str, Any]]:
     """Open one ticket per new email in arrival order, then run each ticket's flow.
 
@@ -104,12 +105,16 @@ async def reconcile_inbox(
             ticket is committed before the message is marked on the server.
         approval_wait_s: Seconds a local run waits for each decision (at most 30 days);
             deployed runs suspend instead and free their worker.
+        fan_out: Run every ticket as its own run of the ticket deployment
+            (BILLING_RECON_TICKET_DEPLOYMENT) even when this run is local, as deployed runs
+            always do: a waiting ticket suspends, and whoever serves that deployment (a
+            worker, or the command line's local runner) runs it after the decision.
     """
     await sweep_overdue()
     opened = await _open_all(host_path(inbox), email_paths, from_table, mailbox)
     ids = [entry for entry in opened if isinstance(entry, int)]
     progress = await Progress.start(len(ids), "tickets started")
-    if in_deployment():
+    if fan_out or in_deployment():
         started = iter(await _fan_out(ids, approval_wait_s, progress))
     else:
         ran = await _run_here(ids, approval_wait_s, progress)

@@ -18,6 +18,9 @@ from tests.prefect_server import prefect_api  # noqa: F401  (one server per sess
 # Offline machines: Prefect must not try to phone home (set before Prefect is imported).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Commands run in-process start the temporary server, which ends with them (not the managed
+# one, which outlives them); tests/e2e/test_local_server.py tests the managed server.
+os.environ.setdefault("BILLING_RECON_PREFECT_SERVER", "temporary")
 
 PG_URL = os.environ.get("BILLING_RECON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -116,6 +116,17 @@ def embedded_gateway_url(settings: Settings, deps: Deps) -> str:
     return server.url
 
 
+def seed_shared_gateway(settings: Settings, deps: Deps) -> None:
+    """Seed the charges of a local gateway another process of this home runs (a gateway URL
+    without a Stripe key: it answers only this home's local key), in its database."""
+    with deps.sessions() as session:
+        store = GatewayStore(settings.gateway.db_url)
+        try:
+            seed_gateway_charges(store, session)
+        finally:
+            store.close()
+
+
 def _embedded_receiver(settings: Settings, deps: Deps) -> str:
     """Start the webhook receiver on loopback for the embedded gateway; its URL."""
     from billing_recon.payments.webhook_server import WebhookServer
@@ -162,6 +173,8 @@ def script_author(settings: Settings) -> str | None:
 
 def _client(settings: Settings, deps: Deps) -> RefundClient:
     url = settings.gateway.url or embedded_gateway_url(settings, deps)
+    if settings.gateway.url and settings.gateway.stripe_api_key is None:
+        seed_shared_gateway(settings, deps)
     return RefundClient.from_settings(settings.gateway, url, settings.refund_api_key())
 
 

@@ -27,6 +27,9 @@ class Cli:
                     if not k.startswith(("BILLING_RECON_", "PREFECT_"))}
         self.env.update({"BILLING_RECON_HOME": str(cwd / "home"), "PREFECT_HOME":
                          str(cwd / "prefect"), "BILLING_RECON_PAUSE_POLL_S": "1",
+                         # per command, as in CI: a managed server would outlive the test
+                         # (tests/e2e/test_local_server.py starts and stops its own)
+                         "BILLING_RECON_PREFECT_SERVER": "temporary",
                          "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
         if api_url:
             self.env["PREFECT_API_URL"] = api_url

@@ -74,7 +74,8 @@ def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("BILLING_RECON_", "PREFECT_", "PYTHON"))}
     return {**env, "BILLING_RECON_HOME": str(home / "home"), "PREFECT_HOME": str(home / "p"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+            "BILLING_RECON_PREFECT_SERVER": "temporary"}  # nothing outlives the test
 
 
 def test_the_wheel_holds_every_package_and_no_test_double(wheel: Path) -> None:

@@ -58,10 +58,12 @@ def test_only_the_settings_the_cli_and_the_server_starter_touch_the_environment(
     touching = sorted(str(path.relative_to(ROOT)) for folder in PRODUCT
                       for path in (ROOT / folder).rglob("*.py")
                       if re.search(r"os\.environ|os\.getenv|dotenv", path.read_text()))
-    # The third writes only Prefect's PREFECT_API_URL for the temporary server it starts (and
-    # hands that server this environment); it reads no billing-recon setting.
+    # The servers' starters write only what points a command and its runs at the server they
+    # start (PREFECT_API_URL; the managed one also its Prefect home, runner deployment and
+    # gateway URL) and hand the servers this environment; they read no billing-recon setting
+    # from it (the managed one reads whether PREFECT_API_URL is set, which always wins).
     assert touching == ["billing_recon_cli/main.py", "src/billing_recon/config/settings.py",
-                        "tasks/temporary_server.py"]
+                        "tasks/local_server.py", "tasks/temporary_server.py"]
 
 
 def test_the_environment_wins_over_dotenv_which_wins_over_the_default(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 
@@ -179,6 +179,15 @@ class OrchestrationSettings(Section):
     refund_lease_s: float = Field(
         default=300.0, gt=0, description="Seconds a dead refund worker can block its ticket's "
         "refund key before another takes over.")
+    prefect_server: Literal["managed", "temporary"] = Field(
+        default="managed", description="Without PREFECT_API_URL, which Prefect server the "
+        "commands use. managed: one local server with its UI per home (under "
+        "BILLING_RECON_HOME/prefect), started by the first command that needs it and left "
+        "running with a local runner that executes resumed runs (`billing-recon server`); "
+        "temporary: a server without UI that each command starts and stops (tests, CI).")
+    prefect_port: int = Field(
+        default=4200, ge=1, le=65535, description="Port of the managed Prefect server when it "
+        "is free; else any free port (`billing-recon server status` shows it).")
 
 
 class SwitchSettings(Section):
