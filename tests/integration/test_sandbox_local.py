@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -368,3 +369,74 @@ def test_directories_of_pools_whose_process_died_are_swept(jail: Jail, tmp_path:
 
     assert not dead.exists()
     assert alive_pool.exists()
+
+
+def _stat_fields(text: str) -> list[str]:
+    """The fields of a /proc/PID/stat line after the command name (field 3 onwards)."""
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _waiting_children(tmp_path: Path) -> list[int]:
+    """Host pids of workers' children that exist while no job runs (the pre-forked ones)."""
+    inside = set().union(*(descendants(pid) for pid in jails(tmp_path)))
+    workers = {pid for pid in inside if pid in processes_with_arg("_warm_worker.py")
+               and Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap"}
+    waiting = []
+    for pid in workers:
+        with contextlib.suppress(OSError):
+            if int(_stat_fields(Path(f"/proc/{pid}/stat").read_text())[1]) in workers:
+                waiting.append(pid)
+    return waiting
+
+
+def test_the_next_job_runs_in_a_child_forked_before_it_arrived(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    assert pool.run("pass", {}).ok
+    deadline = time.monotonic() + 10
+    while not (waiting := _waiting_children(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the worker forks it right after its answer
+    assert len(waiting) == 1
+    forked_at = _stat_fields(Path(f"/proc/{waiting[0]}/stat").read_text())[19]
+
+    result = pool.run("print(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])", {})
+
+    assert result.stdout.strip() == forked_at  # the start time (ticks since boot) of that child
+
+
+def test_a_job_holds_no_descriptor_of_its_worker(pool: WarmPool) -> None:
+    assert pool.run("pass", {}).ok  # the second job runs in a child forked ahead of it
+
+    result = pool.run("import os\nprint(sorted(os.listdir('/proc/self/fd')))\n", {})
+
+    assert result.stdout == "['0', '1', '2', '3']\n"  # 3 is the listing's own descriptor
+
+
+def test_a_job_sees_no_process_or_shared_file_of_the_one_before(pool: WarmPool) -> None:
+    leave = textwrap.dedent("""
+        import os, subprocess
+        subprocess.Popen(['sleep', '97.53'], start_new_session=True)
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execv('/usr/bin/sleep', ['sleep', '97.54'])
+            os._exit(0)
+        os.makedirs('/tmp/locked/deep')
+        open('/tmp/locked/deep/f', 'w').write('job one')
+        os.mkfifo('/dev/shm/fifo')
+        os.chmod('/tmp/locked/deep', 0)
+        os.chmod('/tmp/locked', 0)
+        """)
+    look = textwrap.dedent("""
+        import json, os
+        pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+        print(json.dumps({'pids': pids, 'me': os.getpid(), 'tmp': os.listdir('/tmp'),
+                          'shm': os.listdir('/dev/shm')}))
+        """)
+    assert pool.run(leave, {}).ok
+
+    seen = pool.run(look, {}).parse_json_stdout()
+
+    assert seen["pids"] == [1, seen["me"]]
+    assert seen["tmp"] == [] and seen["shm"] == []
+    assert processes_with_arg("97.53") == [] and processes_with_arg("97.54") == []
