@@ -440,3 +440,103 @@ def test_a_job_sees_no_process_or_shared_file_of_the_one_before(pool: WarmPool) 
     assert seen["pids"] == [1, seen["me"]]
     assert seen["tmp"] == [] and seen["shm"] == []
     assert processes_with_arg("97.53") == [] and processes_with_arg("97.54") == []
+
+
+_VIEW = textwrap.dedent("""
+    import json, os
+    def state(path):
+        info = os.lstat(path)
+        try:
+            attrs = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            attrs = 'n/a'
+        return [oct(info.st_mode), info.st_uid, info.st_gid, attrs]
+    tree = {}
+    for top, dirs, names in os.walk('/sandbox'):
+        for name in sorted(dirs + names):
+            path = os.path.join(top, name)
+            if path != '/sandbox/run/main.py':
+                tree[path] = state(path)
+    print(json.dumps({'root': state('/sandbox'), 'tree': tree,
+                      'input': open('/sandbox/work/in.csv').read()}))
+    """)
+
+
+def _view(pool: WarmPool) -> dict[str, object]:
+    result = pool.run(_VIEW, {"in.csv": b"a\n"})
+    assert result.ok, result.error
+    view: dict[str, object] = result.parse_json_stdout()
+    return view
+
+
+def test_what_a_job_leaves_in_its_directory_is_gone_for_the_next(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    leave = textwrap.dedent(f"""
+        import os
+        os.makedirs('locked/deep')
+        open('locked/deep/f', 'w').write('job one')
+        os.chmod('locked/deep', 0)
+        os.chmod('locked', 0)
+        os.mkfifo('fifo')
+        os.mkfifo('out/fifo')
+        os.link('in.csv', 'out/hard')
+        os.link('in.csv', '/sandbox/run/hard')
+        os.remove('in.csv')
+        os.symlink('{tmp_path}/planted', 'in.csv')  # the next job's input, if it were kept
+        open('/sandbox/stray', 'w').write('job one')
+        os.symlink('{tmp_path}/decoy', '/sandbox/tmp/decoy')  # a host path: never followed
+        os.chmod('out/hard', 0)
+        """)
+    (tmp_path / "decoy").mkdir()
+    (tmp_path / "decoy" / "canary").write_text("host")
+    fresh = _view(pool)
+    assert pool.run(leave, {"in.csv": b"a\n"}).ok
+
+    after = _view(pool)
+
+    assert after == fresh
+    assert after["input"] == "a\n"
+    assert not (tmp_path / "planted").exists()
+    assert (tmp_path / "decoy" / "canary").read_text() == "host"
+
+
+def test_a_job_changing_its_directories_gets_them_rebuilt_for_the_next(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    damage = textwrap.dedent(f"""
+        import os
+        os.chmod('/sandbox/work', 0o2777)
+        os.chmod('/sandbox/work/out', 0o1700)
+        try:
+            os.setxattr('/sandbox/run', 'user.leak', b'job one')
+        except OSError:
+            pass  # the host's file system has no user attributes: nothing to leave there
+        os.rename('/sandbox/tmp', '/sandbox/tmp2')
+        os.symlink('{tmp_path}/decoy', '/sandbox/tmp')  # a host path: never followed
+        os.setxattr('/sandbox', 'user.leak', b'job one')
+        """)
+    (tmp_path / "decoy").mkdir()
+    (tmp_path / "decoy" / "canary").write_text("host")
+    fresh = _view(pool)
+    assert pool.run(damage, {}).ok
+
+    after = _view(pool)
+
+    assert after == fresh
+    assert (tmp_path / "decoy" / "canary").read_text() == "host"
+
+
+def test_the_directories_of_a_job_are_kept_for_the_next_when_it_left_them_alone(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    assert pool.run("pass", {}).ok
+    (work,) = tmp_path.glob("billing-recon-pool-*/worker-*/work")
+    held = os.open(work, os.O_RDONLY | os.O_DIRECTORY)  # its inode cannot be reused meanwhile
+    try:
+        assert pool.run("open('out/x', 'w').write('1')\nopen('/sandbox/tmp/y', 'w')\n", {}).ok
+        assert _view(pool)["tree"]["/sandbox/work/out"]  # the job after still has its skeleton
+
+        assert os.fstat(held).st_nlink > 0 and os.fstat(held).st_ino == work.stat().st_ino
+    finally:
+        os.close(held)
