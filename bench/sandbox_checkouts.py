@@ -9,6 +9,9 @@ Scripts: an empty one (the pool's own cost), a trivial pandas script, the offlin
 reconciliation script (llm/reference_script.py) over a typical scope (three invoices), and
 rules.py over 10,000 invoice lines (bench/sandbox_bench.py's data), each output checked equal
 between the checkouts. Prints p50 and p95 wall milliseconds per run and the cold/warm ratio.
+``--gap-ms`` leaves the worker idle before each run, as the pipeline's other steps do between
+two tickets' sandbox runs (the worker prepares the next job's process meanwhile); 0 runs jobs
+back to back.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ for line in sys.stdin:
     files = {p.name: p.read_bytes() for p in Path(ask["files"]).iterdir()}
     times, out = [], ""
     for _ in range(ask["runs"]):
+        time.sleep(ask["gap"])
         start = time.perf_counter()
         result = pools[ask["pool"]].run(code, files)
         times.append(time.perf_counter() - start)
@@ -66,10 +70,11 @@ class _Checkout:
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
-    def ask(self, pool: str, code: Path, files: Path, runs: int) -> dict[str, Any]:
+    def ask(self, pool: str, code: Path, files: Path, runs: int, gap: float = 0.0
+            ) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps({"pool": pool, "code": str(code), "files": str(files),
-                                          "runs": runs}) + "\n")
+                                          "runs": runs, "gap": gap}) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
@@ -108,6 +113,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warm", type=int, default=10, help="warm runs per round and script")
     parser.add_argument("--cold", type=int, default=2, help="cold runs per round and script")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="idle time before each run, not timed (0: back to back)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-checkouts-") as tmp:
         scratch = Path(tmp)
@@ -131,13 +138,14 @@ def main() -> int:
                 for label, code, files in cases:
                     for spec in order:
                         for pool, runs in (("warm", args.warm), ("cold", args.cold)):
-                            answer = children[spec].ask(pool, code, files, runs)
+                            answer = children[spec].ask(pool, code, files, runs,
+                                                        args.gap_ms / 1000)
                             times[(spec, label, pool)] += answer["times"]
         finally:
             for child in children.values():
                 child.close()
-    print(f"sandbox per run, {args.rounds} interleaved rounds; load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print(f"sandbox per run, {args.rounds} interleaved rounds, {args.gap_ms:g} ms idle before "
+          f"each run; load average {os.getloadavg()[0]:.1f}")
     print(f"{'script':<30} {'checkout':<10} {'cold p50':>9} {'warm p50':>9} {'warm p95':>9} "
           f"{'cold/warm':>9}")
     for label, _, _ in cases:
