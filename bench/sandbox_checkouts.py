@@ -151,7 +151,8 @@ def main() -> int:
     for label, _, _ in cases:
         for spec in args.specs:
             cold, warm = times[(spec, label, "cold")], times[(spec, label, "warm")]
-            c50, w50 = percentile(cold, 0.5) * 1000, percentile(warm, 0.5) * 1000
+            w50 = percentile(warm, 0.5) * 1000
+            c50 = percentile(cold, 0.5) * 1000 if cold else float("nan")
             print(f"{label:<30} {spec:<10} {c50:9.1f} {w50:9.1f} "
                   f"{percentile(warm, 0.95) * 1000:9.1f} {c50 / w50:8.1f}x")
     return 0

@@ -13,9 +13,12 @@ module of an earlier job exists here), and after each job every other process of
 namespace is SIGKILLed and the shared writable places (/tmp, /dev/shm, /dev/mqueue) are
 emptied; the host empties the job directory. The child is forked ahead of its job, right after
 that clean-up (and after the answer to the host), and waits on a socket of its own for the job
-message and its two descriptors: fork and the job-independent set-up are off the job's path. If System V IPC objects survive, the worker asks
-to be recycled. This process is non-dumpable, so a job (same uid) can neither ptrace it nor
-read its memory, and as pid 1 it ignores every signal a job can send it.
+message and its two descriptors: fork and the job-independent set-up are off the job's path.
+While it waits it runs pandas once on a made-up table (trusted code, no job's data), so the
+copy-on-write faults a typical script's first steps take are taken before the job arrives.
+If System V IPC objects survive, the worker asks to be recycled. This process is
+non-dumpable, so a job (same uid) can neither ptrace it nor read its memory, and as pid 1 it
+ignores every signal a job can send it.
 
 Only the standard library may be imported at module level: this file runs before, and beside,
 untrusted code.
@@ -66,19 +69,29 @@ def _harden() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _exercise(full: bool = True) -> None:
+    """Run what reconciliation scripts typically run, on a tiny made-up table."""
+    pandas: Any = sys.modules.get("pandas")
+    if pandas is not None:
+        import io
+        from decimal import Decimal
+
+        frame = pandas.read_csv(io.StringIO("a,b,c\nx,1.50,2026-03-01\n"), dtype=str,
+                                keep_default_na=False)
+        records = frame.to_dict("records")
+        json.dumps([str(Decimal(row["b"]).quantize(Decimal("0.01"))) for row in records])
+        if full:
+            pandas.to_datetime(frame["c"])
+            frame.groupby("a").size()
+            frame.to_csv(io.StringIO())
+
+
 def _warm_up() -> None:
     """Import what reconciliation scripts use, and run pandas once so lazy imports happen."""
     for name in WARM_MODULES:
         with contextlib.suppress(ImportError):
             __import__(name)
-    pandas: Any = sys.modules.get("pandas")
-    if pandas is not None:
-        import io
-
-        frame = pandas.read_csv(io.StringIO("a,b,c\nx,1.50,2026-03-01\n"), dtype=str)
-        pandas.to_datetime(frame["c"])
-        frame.groupby("a").size()
-        frame.to_csv(io.StringIO())
+    _exercise()
     # Objects that exist now are never collected: the GC then does not touch (and copy) the
     # parent's pages in every child.
     gc.collect()
@@ -153,6 +166,7 @@ def _child(waiting: socket.socket, control: int, bootstrap: ModuleType) -> None:
         os.dup2(devnull, 0)
         os.close(devnull)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _exercise(full=False)  # a typical job's first copy-on-write faults, taken while idle
         message, fds, _flags, _addr = socket.recv_fds(waiting, _MAX_MESSAGE, 2)
         waiting.close()
         if not message:

@@ -2,12 +2,13 @@
 
 The directory is bound read-write into the jail at SANDBOX_DIR. Its skeleton (work/, work/out/,
 run/, tmp/) is built once and kept while no job changes it; after each job (when none of its
-processes is left) everything else in the directory and inside the skeleton is deleted, and the skeleton is checked: each
-directory must still be a real directory with the owner, mode and (no) extended attributes it
-was built with. Anything else (a directory renamed, replaced by a symlink, chmod-ed, setgid,
-given an ACL) and the whole directory is emptied and built again, as for the first job. So
-nothing a job leaves (files it made unreadable or undeletable, symlinks, hard links, FIFOs) is
-there for the next one; only the skeleton directories' timestamps carry over.
+processes is left) everything else in the directory and inside the skeleton is deleted, and
+the skeleton is checked: each directory must still be a real directory with the owner, mode
+and (no) extended attributes it was built with. Anything else (a directory renamed, replaced
+by a symlink, chmod-ed, setgid, given an ACL) and the whole directory is emptied and built
+again, as for the first job. So nothing a job leaves (files it made unreadable or undeletable,
+symlinks, hard links, FIFOs) is there for the next one; only the skeleton directories'
+timestamps carry over.
 
 Input files are created with O_EXCL | O_NOFOLLOW in the emptied skeleton, and only they (not a
 walk of the tree) are handed to the jail's uid when the jail is staged.
