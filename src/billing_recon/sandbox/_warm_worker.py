@@ -151,7 +151,7 @@ def _join_threads() -> None:
             thread.join()
 
 
-def _child(waiting: socket.socket, control: int, bootstrap: ModuleType) -> None:
+def _child(waiting: socket.socket, control: int, bootstrap: ModuleType, exercise: bool) -> None:
     """In the pre-forked child: set up, wait for the job, become it; never returns.
 
     Forked from the clean parent after the previous job's processes were killed and the shared
@@ -166,7 +166,8 @@ def _child(waiting: socket.socket, control: int, bootstrap: ModuleType) -> None:
         os.dup2(devnull, 0)
         os.close(devnull)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _exercise(full=False)  # a typical job's first copy-on-write faults, taken while idle
+        if exercise:
+            _exercise(full=False)  # a typical job's first copy-on-write faults, taken while idle
         message, fds, _flags, _addr = socket.recv_fds(waiting, _MAX_MESSAGE, 2)
         waiting.close()
         if not message:
@@ -197,14 +198,14 @@ def _child(waiting: socket.socket, control: int, bootstrap: ModuleType) -> None:
 class _Waiting:
     """The next job's process, forked ahead of the job and blocked until it is handed over."""
 
-    def __init__(self, control: socket.socket, bootstrap: ModuleType) -> None:
+    def __init__(self, control: socket.socket, bootstrap: ModuleType, exercise: bool) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing of ours may be written twice by the child
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _child(theirs, control.fileno(), bootstrap)
+            _child(theirs, control.fileno(), bootstrap, exercise)
         theirs.close()
         self.pid, self._socket = pid, ours
 
@@ -320,7 +321,8 @@ def serve(control: socket.socket) -> None:
     host reads the results and prepares the next job, not while it waits.
     """
     bootstrap, scrubber = _load_bootstrap(), _Scrubber()
-    child = _Waiting(control, bootstrap)
+    # The first job often follows the start at once (a cold run): no exercise in its way.
+    child = _Waiting(control, bootstrap, exercise=False)
     control.send(json.dumps({"ready": True}).encode())
     while True:
         message, fds, _flags, _addr = socket.recv_fds(control, _MAX_MESSAGE, 2)
@@ -332,7 +334,7 @@ def serve(control: socket.socket) -> None:
         control.send(json.dumps(reply).encode())
         if source is not None:
             _compiled(source, job["script"])  # the next children inherit the compiled script
-        child = _Waiting(control, bootstrap)
+        child = _Waiting(control, bootstrap, exercise=True)
 
 
 def main(argv: list[str]) -> int:
