@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -368,3 +369,174 @@ def test_directories_of_pools_whose_process_died_are_swept(jail: Jail, tmp_path:
 
     assert not dead.exists()
     assert alive_pool.exists()
+
+
+def _stat_fields(text: str) -> list[str]:
+    """The fields of a /proc/PID/stat line after the command name (field 3 onwards)."""
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _waiting_children(tmp_path: Path) -> list[int]:
+    """Host pids of workers' children that exist while no job runs (the pre-forked ones)."""
+    inside = set().union(*(descendants(pid) for pid in jails(tmp_path)))
+    workers = {pid for pid in inside if pid in processes_with_arg("_warm_worker.py")
+               and Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap"}
+    waiting = []
+    for pid in workers:
+        with contextlib.suppress(OSError):
+            if int(_stat_fields(Path(f"/proc/{pid}/stat").read_text())[1]) in workers:
+                waiting.append(pid)
+    return waiting
+
+
+def test_the_next_job_runs_in_a_child_forked_before_it_arrived(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    assert pool.run("pass", {}).ok
+    deadline = time.monotonic() + 10
+    while not (waiting := _waiting_children(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the worker forks it right after its answer
+    assert len(waiting) == 1
+    forked_at = _stat_fields(Path(f"/proc/{waiting[0]}/stat").read_text())[19]
+
+    result = pool.run("print(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])", {})
+
+    assert result.stdout.strip() == forked_at  # the start time (ticks since boot) of that child
+
+
+def test_a_job_holds_no_descriptor_of_its_worker(pool: WarmPool) -> None:
+    assert pool.run("pass", {}).ok  # the second job runs in a child forked ahead of it
+
+    result = pool.run("import os\nprint(sorted(os.listdir('/proc/self/fd')))\n", {})
+
+    assert result.stdout == "['0', '1', '2', '3']\n"  # 3 is the listing's own descriptor
+
+
+def test_a_job_sees_no_process_or_shared_file_of_the_one_before(pool: WarmPool) -> None:
+    leave = textwrap.dedent("""
+        import os, subprocess
+        subprocess.Popen(['sleep', '97.53'], start_new_session=True)
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execv('/usr/bin/sleep', ['sleep', '97.54'])
+            os._exit(0)
+        os.makedirs('/tmp/locked/deep')
+        open('/tmp/locked/deep/f', 'w').write('job one')
+        os.mkfifo('/dev/shm/fifo')
+        os.chmod('/tmp/locked/deep', 0)
+        os.chmod('/tmp/locked', 0)
+        """)
+    look = textwrap.dedent("""
+        import json, os
+        pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+        print(json.dumps({'pids': pids, 'me': os.getpid(), 'tmp': os.listdir('/tmp'),
+                          'shm': os.listdir('/dev/shm')}))
+        """)
+    assert pool.run(leave, {}).ok
+
+    seen = pool.run(look, {}).parse_json_stdout()
+
+    assert seen["pids"] == [1, seen["me"]]
+    assert seen["tmp"] == [] and seen["shm"] == []
+    assert processes_with_arg("97.53") == [] and processes_with_arg("97.54") == []
+
+
+_VIEW = textwrap.dedent("""
+    import json, os
+    def state(path):
+        info = os.lstat(path)
+        try:
+            attrs = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            attrs = 'n/a'
+        return [oct(info.st_mode), info.st_uid, info.st_gid, attrs]
+    tree = {}
+    for top, dirs, names in os.walk('/sandbox'):
+        for name in sorted(dirs + names):
+            path = os.path.join(top, name)
+            if path != '/sandbox/run/main.py':
+                tree[path] = state(path)
+    print(json.dumps({'root': state('/sandbox'), 'tree': tree,
+                      'input': open('/sandbox/work/in.csv').read()}))
+    """)
+
+
+def _view(pool: WarmPool) -> dict[str, object]:
+    result = pool.run(_VIEW, {"in.csv": b"a\n"})
+    assert result.ok, result.error
+    view: dict[str, object] = result.parse_json_stdout()
+    return view
+
+
+def test_what_a_job_leaves_in_its_directory_is_gone_for_the_next(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    leave = textwrap.dedent(f"""
+        import os
+        os.makedirs('locked/deep')
+        open('locked/deep/f', 'w').write('job one')
+        os.chmod('locked/deep', 0)
+        os.chmod('locked', 0)
+        os.mkfifo('fifo')
+        os.mkfifo('out/fifo')
+        os.link('in.csv', 'out/hard')
+        os.link('in.csv', '/sandbox/run/hard')
+        os.remove('in.csv')
+        os.symlink('{tmp_path}/planted', 'in.csv')  # the next job's input, if it were kept
+        open('/sandbox/stray', 'w').write('job one')
+        os.symlink('{tmp_path}/decoy', '/sandbox/tmp/decoy')  # a host path: never followed
+        os.chmod('out/hard', 0)
+        """)
+    (tmp_path / "decoy").mkdir()
+    (tmp_path / "decoy" / "canary").write_text("host")
+    fresh = _view(pool)
+    assert pool.run(leave, {"in.csv": b"a\n"}).ok
+
+    after = _view(pool)
+
+    assert after == fresh
+    assert after["input"] == "a\n"
+    assert not (tmp_path / "planted").exists()
+    assert (tmp_path / "decoy" / "canary").read_text() == "host"
+
+
+def test_a_job_changing_its_directories_gets_them_rebuilt_for_the_next(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    damage = textwrap.dedent(f"""
+        import os
+        os.chmod('/sandbox/work', 0o2777)
+        os.chmod('/sandbox/work/out', 0o1700)
+        try:
+            os.setxattr('/sandbox/run', 'user.leak', b'job one')
+        except OSError:
+            pass  # the host's file system has no user attributes: nothing to leave there
+        os.rename('/sandbox/tmp', '/sandbox/tmp2')
+        os.symlink('{tmp_path}/decoy', '/sandbox/tmp')  # a host path: never followed
+        os.setxattr('/sandbox', 'user.leak', b'job one')
+        """)
+    (tmp_path / "decoy").mkdir()
+    (tmp_path / "decoy" / "canary").write_text("host")
+    fresh = _view(pool)
+    assert pool.run(damage, {}).ok
+
+    after = _view(pool)
+
+    assert after == fresh
+    assert (tmp_path / "decoy" / "canary").read_text() == "host"
+
+
+def test_the_directories_of_a_job_are_kept_for_the_next_when_it_left_them_alone(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    assert pool.run("pass", {}).ok
+    (work,) = tmp_path.glob("billing-recon-pool-*/worker-*/work")
+    held = os.open(work, os.O_RDONLY | os.O_DIRECTORY)  # its inode cannot be reused meanwhile
+    try:
+        assert pool.run("open('out/x', 'w').write('1')\nopen('/sandbox/tmp/y', 'w')\n", {}).ok
+        assert _view(pool)["tree"]["/sandbox/work/out"]  # the job after still has its skeleton
+
+        assert os.fstat(held).st_nlink > 0 and os.fstat(held).st_ino == work.stat().st_ino
+    finally:
+        os.close(held)

@@ -11,9 +11,14 @@ Run by the pool as `python -I -B -X utf8 _warm_worker.py FD` inside bubblewrap w
 Isolation between jobs: each job is a child forked from this clean parent (no variable or
 module of an earlier job exists here), and after each job every other process of the pid
 namespace is SIGKILLed and the shared writable places (/tmp, /dev/shm, /dev/mqueue) are
-emptied; the host empties the job directory. If System V IPC objects survive, the worker asks
-to be recycled. This process is non-dumpable, so a job (same uid) can neither ptrace it nor
-read its memory, and as pid 1 it ignores every signal a job can send it.
+emptied; the host empties the job directory. The child is forked ahead of its job, right after
+that clean-up (and after the answer to the host), and waits on a socket of its own for the job
+message and its two descriptors: fork and the job-independent set-up are off the job's path.
+While it waits it runs pandas once on a made-up table (trusted code, no job's data), so the
+copy-on-write faults a typical script's first steps take are taken before the job arrives.
+If System V IPC objects survive, the worker asks to be recycled. This process is
+non-dumpable, so a job (same uid) can neither ptrace it nor read its memory, and as pid 1 it
+ignores every signal a job can send it.
 
 Only the standard library may be imported at module level: this file runs before, and beside,
 untrusted code.
@@ -64,19 +69,29 @@ def _harden() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _exercise(full: bool = True) -> None:
+    """Run what reconciliation scripts typically run, on a tiny made-up table."""
+    pandas: Any = sys.modules.get("pandas")
+    if pandas is not None:
+        import io
+        from decimal import Decimal
+
+        frame = pandas.read_csv(io.StringIO("a,b,c\nx,1.50,2026-03-01\n"), dtype=str,
+                                keep_default_na=False)
+        records = frame.to_dict("records")
+        json.dumps([str(Decimal(row["b"]).quantize(Decimal("0.01"))) for row in records])
+        if full:
+            pandas.to_datetime(frame["c"])
+            frame.groupby("a").size()
+            frame.to_csv(io.StringIO())
+
+
 def _warm_up() -> None:
     """Import what reconciliation scripts use, and run pandas once so lazy imports happen."""
     for name in WARM_MODULES:
         with contextlib.suppress(ImportError):
             __import__(name)
-    pandas: Any = sys.modules.get("pandas")
-    if pandas is not None:
-        import io
-
-        frame = pandas.read_csv(io.StringIO("a,b,c\nx,1.50,2026-03-01\n"), dtype=str)
-        pandas.to_datetime(frame["c"])
-        frame.groupby("a").size()
-        frame.to_csv(io.StringIO())
+    _exercise()
     # Objects that exist now are never collected: the GC then does not touch (and copy) the
     # parent's pages in every child.
     gc.collect()
@@ -106,9 +121,15 @@ def _compiled(source: str, filename: str) -> CodeType | None:
 
 
 def _precompile(script: str) -> CodeType | None:
+    """The script's code from the cache (compiled now if it is new), None if unreadable."""
+    source = _source(script)
+    return None if source is None else _compiled(source, script)
+
+
+def _source(script: str) -> str | None:
     try:
         with open(script, encoding="utf-8") as fh:
-            return _compiled(fh.read(), script)
+            return fh.read()
     except (OSError, ValueError):
         return None
 
@@ -130,22 +151,36 @@ def _join_threads() -> None:
             thread.join()
 
 
-def _child(job: dict[str, Any], fds: list[int], control: int, bootstrap: ModuleType,
-           compiled: CodeType | None) -> None:
-    """In the forked child: become the job's process and run the script; never returns."""
+def _child(waiting: socket.socket, control: int, bootstrap: ModuleType, exercise: bool) -> None:
+    """In the pre-forked child: set up, wait for the job, become it; never returns.
+
+    Forked from the clean parent after the previous job's processes were killed and the shared
+    places scrubbed; until its job arrives it runs none of the job's code and holds nothing but
+    its end of `waiting` (the parent's socket to the host is closed first).
+    """
     code = _EXIT_INTERNAL
     try:
-        os.setsid()
         os.close(control)
+        os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
-        for target, fd in ((0, devnull), (1, fds[0]), (2, fds[1])):
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if exercise:
+            _exercise(full=False)  # a typical job's first copy-on-write faults, taken while idle
+        message, fds, _flags, _addr = socket.recv_fds(waiting, _MAX_MESSAGE, 2)
+        waiting.close()
+        if not message:
+            os._exit(0)  # the worker is going away; no job for this child
+        job = json.loads(message)
+        for target, fd in ((1, fds[0]), (2, fds[1])):
             os.dup2(fd, target)
             os.close(fd)
         os.chdir(job["cwd"])
         _prctl(_PR_SET_DUMPABLE, 1)  # the job's own /proc/self files must stay readable
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         for res, soft, hard in job["limits"]:
             resource.setrlimit(res, (soft, hard))
+        compiled = _precompile(job["script"])  # the parent's cache: scripts it saw before
         try:
             code = bootstrap.run(job["script"], job["error"], compiled)
         except SystemExit as exc:
@@ -158,6 +193,31 @@ def _child(job: dict[str, Any], fds: list[int], control: int, bootstrap: ModuleT
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+class _Waiting:
+    """The next job's process, forked ahead of the job and blocked until it is handed over."""
+
+    def __init__(self, control: socket.socket, bootstrap: ModuleType, exercise: bool) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing of ours may be written twice by the child
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            _child(theirs, control.fileno(), bootstrap, exercise)
+        theirs.close()
+        self.pid, self._socket = pid, ours
+
+    def hand_over(self, message: bytes, fds: list[int]) -> None:
+        """Give the child its job and the job's stdout and stderr (closed here)."""
+        try:  # a child that died waiting (OOM) is reported by _wait as its exit status
+            with contextlib.suppress(OSError):
+                socket.send_fds(self._socket, [message], fds)
+        finally:
+            self._socket.close()
+            for fd in fds:
+                os.close(fd)
 
 
 def _host_gone(control: socket.socket) -> bool:
@@ -245,31 +305,36 @@ class _Scrubber:
         return clean
 
 
-def _run_job(job: dict[str, Any], fds: list[int], control: socket.socket,
-             bootstrap: ModuleType, scrubber: _Scrubber) -> dict[str, Any]:
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # nothing of ours may be written twice by the child
-    compiled = _precompile(job["script"])
-    pid = os.fork()
-    if pid == 0:
-        _child(job, fds, control.fileno(), bootstrap, compiled)
-    for fd in fds:
-        os.close(fd)
-    exit_code = _wait(pid, float(job["timeout"]), control)
+def _run_job(job: dict[str, Any], message: bytes, fds: list[int], child: _Waiting,
+             control: socket.socket, scrubber: _Scrubber) -> dict[str, Any]:
+    child.hand_over(message, fds)
+    exit_code = _wait(child.pid, float(job["timeout"]), control)
     _kill_all()
     return {"exit_code": exit_code, "recycle": not scrubber.scrub()}
 
 
 def serve(control: socket.socket) -> None:
-    """Answer jobs until the host closes the socket."""
+    """Answer jobs until the host closes the socket.
+
+    The next job's child is forked as soon as the previous job's processes are gone and the
+    shared places are scrubbed, after the answer: fork and the child's set-up happen while the
+    host reads the results and prepares the next job, not while it waits.
+    """
     bootstrap, scrubber = _load_bootstrap(), _Scrubber()
+    # The first job often follows the start at once (a cold run): no exercise in its way.
+    child = _Waiting(control, bootstrap, exercise=False)
     control.send(json.dumps({"ready": True}).encode())
     while True:
         message, fds, _flags, _addr = socket.recv_fds(control, _MAX_MESSAGE, 2)
         if not message:
             return
-        reply = _run_job(json.loads(message), fds, control, bootstrap, scrubber)
+        job = json.loads(message)
+        source = _source(job["script"])  # read before the job can change it
+        reply = _run_job(job, message, fds, child, control, scrubber)
         control.send(json.dumps(reply).encode())
+        if source is not None:
+            _compiled(source, job["script"])  # the next children inherit the compiled script
+        child = _Waiting(control, bootstrap, exercise=True)
 
 
 def main(argv: list[str]) -> int:

@@ -23,8 +23,9 @@ from typing import Any
 
 from billing_recon.errors import SandboxUnavailable
 from billing_recon.sandbox.bwrap import HELPERS_DIR, ISOLATION, SANDBOX_DIR, Jail
-from billing_recon.sandbox.collect import Capture, RunDir, build_result, prepare, remove_tree
+from billing_recon.sandbox.collect import Capture, RunDir, build_result, remove_tree
 from billing_recon.sandbox.port import SandboxLimits, SandboxResult
+from billing_recon.sandbox.slot import Slot
 from billing_recon.sandbox.subprocess_sandbox import rlimits
 
 _READ_CHUNK = 64 * 1024
@@ -91,28 +92,13 @@ class _JobPump:
             os.close(fd)
 
 
-def _empty(directory: Path) -> None:
-    """Remove everything inside `directory` (a bind mount point, so it stays itself)."""
-    for entry in os.scandir(directory):
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(Path(entry.path))
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-
-
-def _hand_over(root: Path, uid: int) -> None:
-    """Give the job's files to the jail's uid, so the code may write next to its inputs."""
-    for dirpath, dirs, names in os.walk(root):
-        for name in (*dirs, *names):
-            os.lchown(os.path.join(dirpath, name), uid, uid)
-
-
 class WarmWorker:
     """A warm worker process in its own jail, with `slot` as its read-write directory."""
 
     def __init__(self, jail: Jail, slot: Path, startup_timeout_s: float = 60.0) -> None:
         self.jail, self.slot, self.jobs = jail, slot, 0
+        # The job's files go to the jail's uid, so the code may write next to its inputs.
+        self._dir = Slot(slot, jail.uid if jail.staged else None)
         self.recycle = False
         self._startup_timeout_s = startup_timeout_s
         self._log = slot.with_suffix(".log")
@@ -153,21 +139,16 @@ class WarmWorker:
 
     def run(self, code: str, files: Mapping[str, bytes], limits: SandboxLimits) -> SandboxResult:
         """Run one job (file names already checked); the code's failures are in the result."""
-        run_dir = RunDir(self.slot)
-        os.chmod(self.slot, 0o700)  # an earlier job may have locked its own directory
-        _empty(self.slot)
         try:
-            prepare(run_dir, code, files)
-            if self.jail.staged:
-                _hand_over(self.slot, self.jail.uid)
+            self._dir.prepare(code, files)
         except OSError as exc:
             raise SandboxUnavailable(f"cannot prepare sandbox directory: {exc}") from exc
         try:
-            return self._execute(run_dir, limits)
+            return self._execute(self._dir.run_dir, limits)
         finally:
             self.jobs += 1
-            if self.alive:
-                _empty(self.slot)
+            if self.alive:  # every process of the job is gone: the worker answered
+                self._dir.clear()
 
     def _execute(self, run_dir: RunDir, limits: SandboxLimits) -> SandboxResult:
         assert self._control is not None

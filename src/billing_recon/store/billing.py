@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -116,11 +117,23 @@ def scope_tables(session: Session, customer_id: str, invoice_ids: Sequence[str]
 
 
 def to_csv_files(tables: dict[str, pd.DataFrame]) -> dict[str, bytes]:
-    """The tables as SPEC §3 CSV files, for the sandbox."""
+    """The tables as SPEC §3 CSV files, for the sandbox: the bytes of `DataFrame.to_csv`.
+
+    Frames of text (what `scope_tables` returns) are written by the csv module directly, as
+    pandas itself does for them but without its per-frame set-up (about 1 ms for a scope's
+    eight small frames); anything else goes through pandas.
+    """
     out: dict[str, bytes] = {}
     for name, frame in tables.items():
         buffer = io.StringIO()
-        frame.to_csv(buffer, index=False)
+        rows = frame.to_numpy().tolist()
+        if all(isinstance(cell, str) for row in rows for cell in row) and all(
+                isinstance(column, str) for column in frame.columns):
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(frame.columns)
+            writer.writerows(rows)
+        else:
+            frame.to_csv(buffer, index=False)
         out[f"{name}.csv"] = buffer.getvalue().encode()
     return out
 
