@@ -8,7 +8,8 @@ by ``billing-recon approve``, is executed here in a process of its own, like a w
 deployed one. It also runs the local payment gateway and its webhook receiver for as long as it
 lives, and hands its runs the gateway's URL: a refund that settles after its run ended still has
 a receiver for its webhook. Once the deployment is registered it writes PATH (pid, deployment,
-gateway URL) and serves until SIGTERM.
+gateway URL) and serves until SIGTERM; a setting it cannot start with is written there as
+``error`` instead, and it exits 2.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prefect.types.entrypoint import EntrypointType
 
 from billing_recon import runtime
 from billing_recon.config import load
+from billing_recon.errors import UserInputError
 from billing_recon_flows.process_ticket import process_ticket
 from billing_recon_tasks.local_server import DEPLOYMENT_PREFIX, hand_gateway_to_runs, write_state
 
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         asyncio.run(serve(args.key, args.state))
+    except UserInputError as exc:  # a setting to fix (e.g. a model's scripts refused without
+        # strong isolation): the command that started us says it, as it would have itself
+        write_state(args.state, {"pid": os.getpid(), "error": str(exc)})
+        return 2
     finally:
         runtime.reset()
     return 0

@@ -43,7 +43,7 @@ import httpx
 from dotenv import dotenv_values
 
 from billing_recon.config import Settings
-from billing_recon.errors import BillingReconError
+from billing_recon.errors import BillingReconError, UserInputError
 
 SERVER_ENV_FILE = Path(__file__).resolve().parent.parent / "deployments" / "server.env"
 RUNNER_MODULE = "billing_recon_flows.local_runner"
@@ -309,6 +309,9 @@ def _start_runner(settings: Settings, key: str, api_url: str) -> Runner:
     while time.monotonic() < deadline:
         data = _read(state)
         if data and data.get("pid") == pid:
+            if "error" in data:  # a setting to fix: the runner's own words, not a log to read
+                state.unlink(missing_ok=True)
+                raise UserInputError(str(data["error"]))
             return Runner(**data)
         if proc.poll() is not None:
             raise BillingReconError(f"the local runner exited during start-up; see "

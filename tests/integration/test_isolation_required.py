@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -71,17 +72,31 @@ def test_isolation_the_runtime_asks_for_it_with_any_model_but_offline(
         runtime.reset()
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("server", ["temporary", "managed"])
 def test_isolation_the_command_refuses_at_start_and_opens_no_ticket(
-        tmp_path: Path, blocked_bwrap: str) -> None:
+        tmp_path: Path, blocked_bwrap: str, server: str) -> None:
+    """Also with the managed local server, whose runner is what builds the sandbox first."""
     mail = tmp_path / "m.eml"
     mail.write_bytes(b"From: ann@example.com\r\nSubject: bill\r\n\r\nINV-000001 is wrong\r\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_RECON_", "OPENAI"))}
     env.update({"BILLING_RECON_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path),
                 "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-                "BILLING_RECON_SANDBOX_BWRAP": blocked_bwrap})
+                "BILLING_RECON_SANDBOX_BWRAP": blocked_bwrap,
+                "BILLING_RECON_PREFECT_SERVER": server,
+                "BILLING_RECON_PREFECT_PORT": str(_free_port())})  # never 4200
     cli = [sys.executable, "-m", "billing_recon_cli"]
-    done = subprocess.run([*cli, "process", str(mail), "--wait", "0"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run([*cli, "process", str(mail), "--wait", "0"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=180)
+    finally:  # nothing outlives the test
+        subprocess.run([*cli, "server", "stop"], cwd=tmp_path, env=env, capture_output=True,
+                       timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count(REFUSED) == 1 and "Traceback" not in done.stderr
     env.pop("OPENAI_BASE_URL")
