@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.mail.certs import Certs
+from tests.mail.process import stop as stop_process
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 USER, PASSWORD = "billing", "app-token-1"
@@ -121,13 +121,7 @@ class Dovecot:
 
     def stop(self) -> None:
         """Stop it by its pid (and wait for it)."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_process(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:

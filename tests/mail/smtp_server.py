@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import mailbox
-import os
 import signal
 import ssl
 import subprocess
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
+
+from tests.mail.process import stop as stop_process
 
 USER, PASSWORD = "billing-smtp", "smtp-token-1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,13 +101,7 @@ class SmtpServer:
 
     def stop(self) -> None:
         """Stop it by its pid."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_process(self.process)
 
 
 def start(port: int, certs: Any, store: Path, mode: str) -> SmtpServer:
