@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing_recon.store.models import ModelCall, TicketEvent
 from billing_recon.store.tickets import Sessions
+
+#: Tokens used by the calls a query selects (0 for none).
+_TOKENS = func.coalesce(func.sum(ModelCall.prompt_tokens + ModelCall.completion_tokens), 0)
 
 
 @dataclass(frozen=True)
@@ -23,37 +26,26 @@ class Spend:
     tokens: int
 
 
+def _recorded(ticket_id: int, agent: str, input_hash: str) -> Select[tuple[ModelCall]]:
+    return select(ModelCall).where(ModelCall.ticket_id == ticket_id, ModelCall.agent == agent,
+                                   ModelCall.input_hash == input_hash)
+
+
 def find(sessions: Sessions, ticket_id: int, agent: str, input_hash: str) -> ModelCall | None:
     """The recorded call of this ticket with this exact input, if any."""
     with sessions() as session:
-        return session.scalar(select(ModelCall).where(
-            ModelCall.ticket_id == ticket_id, ModelCall.agent == agent,
-            ModelCall.input_hash == input_hash))
-
-
-def add(sessions: Sessions, call: ModelCall) -> ModelCall:
-    """Record a call; if a concurrent run recorded the same input first, theirs is kept."""
-    try:
-        with sessions() as session, session.begin():
-            session.add(call)
-        return call
-    except IntegrityError:
-        found = find(sessions, call.ticket_id, call.agent, call.input_hash)
-        if found is None:
-            raise
-        return found
+        return session.scalar(_recorded(ticket_id, agent, input_hash))
 
 
 def add_within(session: Session, call: ModelCall) -> ModelCall:
-    """``add`` inside the caller's transaction (a savepoint around the insert)."""
+    """Record a call inside the caller's transaction (a savepoint around the insert); if a
+    concurrent run recorded the same input first, theirs is kept."""
     try:
         with session.begin_nested():
             session.add(call)
         return call
     except IntegrityError:
-        found = session.scalar(select(ModelCall).where(
-            ModelCall.ticket_id == call.ticket_id, ModelCall.agent == call.agent,
-            ModelCall.input_hash == call.input_hash))
+        found = session.scalar(_recorded(call.ticket_id, call.agent, call.input_hash))
         if found is None:
             raise
         return found
@@ -69,10 +61,8 @@ def of_ticket(sessions: Sessions, ticket_id: int) -> list[ModelCall]:
 def ticket_spend(sessions: Sessions, ticket_id: int) -> Spend:
     """Calls and tokens a ticket has used so far."""
     with sessions() as session:
-        calls, tokens = session.execute(select(
-            func.count(ModelCall.id),
-            func.coalesce(func.sum(ModelCall.prompt_tokens + ModelCall.completion_tokens), 0),
-        ).where(ModelCall.ticket_id == ticket_id)).one()
+        calls, tokens = session.execute(select(func.count(ModelCall.id), _TOKENS)
+                                        .where(ModelCall.ticket_id == ticket_id)).one()
     return Spend(int(calls), int(tokens))
 
 
@@ -88,34 +78,17 @@ class Reading:
 
 def reading(sessions: Sessions, ticket_id: int, since: datetime,
             reasons: Iterable[str]) -> Reading:
-    """``ticket_spend``, ``tokens_since`` and ``escalations_since`` in one round trip."""
-    used = func.coalesce(func.sum(ModelCall.prompt_tokens + ModelCall.completion_tokens), 0)
+    """The ticket's spend, and every ticket's tokens and model escalations (of ``reasons``)
+    since ``since``, in one round trip."""
     with sessions() as session:
         calls, tokens, window_tokens, escalations = session.execute(select(
             select(func.count(ModelCall.id)).where(ModelCall.ticket_id == ticket_id)
             .scalar_subquery(),
-            select(used).where(ModelCall.ticket_id == ticket_id).scalar_subquery(),
-            select(used).where(ModelCall.created_at >= since).scalar_subquery(),
+            select(_TOKENS).where(ModelCall.ticket_id == ticket_id).scalar_subquery(),
+            select(_TOKENS).where(ModelCall.created_at >= since).scalar_subquery(),
             select(func.count(TicketEvent.id)).where(*_escalated(since, reasons))
             .scalar_subquery())).one()
     return Reading(Spend(int(calls), int(tokens)), int(window_tokens or 0), int(escalations or 0))
-
-
-def tokens_since(sessions: Sessions, since: datetime) -> int:
-    """Tokens used by every ticket since ``since``."""
-    with sessions() as session:
-        total = session.scalar(select(func.coalesce(
-            func.sum(ModelCall.prompt_tokens + ModelCall.completion_tokens), 0))
-            .where(ModelCall.created_at >= since))
-    return int(total or 0)
-
-
-def escalations_since(sessions: Sessions, since: datetime, reasons: Iterable[str]) -> int:
-    """Tickets escalated for one of ``reasons`` since ``since``."""
-    with sessions() as session:
-        count = session.scalar(select(func.count(TicketEvent.id))
-                               .where(*_escalated(since, reasons)))
-    return int(count or 0)
 
 
 def _escalated(since: datetime, reasons: Iterable[str]) -> tuple[Any, ...]:
