@@ -25,16 +25,14 @@ PostgreSQL URL otherwise).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
 from billing_recon import pipeline, runtime
 from billing_recon.domain.fsm import State, is_terminal
-from billing_recon.errors import BudgetExceeded, GlobalBreakerOpen
-from billing_recon.steps import budget, intake
+from billing_recon.steps import intake
 from billing_recon.steps.deps import Deps
-from billing_recon.steps.machine import AUTOMATIC, Step, next_step
+from billing_recon.steps.machine import AUTOMATIC, next_step
 from billing_recon.store import tickets
 
 ACTOR = "peer"
@@ -58,19 +56,11 @@ def open_ticket(path: str) -> tuple[int, str]:
     return opened.ticket.id, opened.ticket.state
 
 
-def run_step(ticket_id: int, step: str) -> str:
-    """One automatic step, handled as ``pipeline.advance`` handles it; the ticket's new state.
-
-    Over budget escalates the ticket; with the global breaker open it keeps its state and the
-    peer stops (a later run resumes it), reported as the state "held".
-    """
+def run_step(ticket_id: int) -> str:
+    """The ticket's next automatic step, taken as ``pipeline.advance`` takes it; the ticket's
+    new state, or "held" when the global breaker holds it (a later run resumes it)."""
     deps = _deps()
-    try:
-        pipeline.STEPS[Step(step)](deps, ticket_id, ACTOR)
-    except BudgetExceeded as exc:
-        budget.escalate_over_budget(deps, ticket_id, ACTOR, str(exc), exc.details)
-    except GlobalBreakerOpen as exc:
-        budget.hold(deps, ticket_id, ACTOR, str(exc), exc.details)
+    if not pipeline.take_step(deps, tickets.get(deps.sessions, ticket_id), ACTOR):
         return "held"
     return tickets.get(deps.sessions, ticket_id).state
 
@@ -86,10 +76,8 @@ def following(state: str) -> str | None:
 # ---------------------------------------------------------------- LangGraph
 
 
-def _node(step: Step) -> Callable[[TicketState], TicketState]:
-    def node(current: TicketState) -> TicketState:
-        return {"state": run_step(current["ticket_id"], step.value)}
-    return node
+def _step_node(current: TicketState) -> TicketState:
+    return {"state": run_step(current["ticket_id"])}
 
 
 def _open_node(current: TicketState) -> TicketState:
@@ -111,8 +99,8 @@ def langgraph_app(checkpointer: Any) -> Any:
 
     graph = StateGraph(TicketState)
     graph.add_node("open", _open_node)
-    for step in pipeline.STEPS:
-        graph.add_node(step.value, _node(step))
+    for step in pipeline.STEPS:  # one node per step (the routing picks it by the state)
+        graph.add_node(step.value, _step_node)
     targets = [s.value for s in pipeline.STEPS]
     graph.add_edge(START, "open")
     for source in ["open", *targets]:
@@ -175,8 +163,8 @@ def _dbos() -> dict[str, Any]:
         return open_ticket(path)
 
     @DBOS.step()
-    def dbos_step(ticket_id: int, step: str) -> str:
-        return run_step(ticket_id, step)
+    def dbos_step(ticket_id: int, step: str) -> str:  # the step's name: in DBOS's record
+        return run_step(ticket_id)
 
     @DBOS.workflow()
     def process_ticket_dbos(path: str) -> str:

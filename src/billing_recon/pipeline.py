@@ -63,6 +63,19 @@ def step(deps: Deps, ticket: Ticket, actor: str = ACTOR) -> None:
     STEPS[todo](deps, ticket.id, actor)
 
 
+def take_step(deps: Deps, ticket: Ticket, actor: str = ACTOR) -> bool:
+    """``step``, with what a refused model call means: over budget escalates the ticket;
+    False when the global breaker holds it (its state is kept for a later call)."""
+    try:
+        step(deps, ticket, actor)
+    except BudgetExceeded as exc:
+        budget.escalate_over_budget(deps, ticket.id, actor, str(exc), exc.details)
+    except GlobalBreakerOpen as exc:
+        budget.hold(deps, ticket.id, actor, str(exc), exc.details)
+        return False
+    return True
+
+
 def settled(ticket: Ticket) -> bool:
     """Whether the ticket has ended or waits for a human decision (or what follows it)."""
     state = State(ticket.state)
@@ -87,15 +100,12 @@ def advance(deps: Deps, ticket_id: int, actor: str = ACTOR,
             return ticket
         started, todo = time.perf_counter(), next_step(State(ticket.state))
         try:
-            step(deps, ticket, actor)
-        except BudgetExceeded as exc:
-            budget.escalate_over_budget(deps, ticket_id, actor, str(exc), exc.details)
-        except GlobalBreakerOpen as exc:
-            budget.hold(deps, ticket_id, actor, str(exc), exc.details)
-            return tickets.get(deps.sessions, ticket_id)
+            held = not take_step(deps, ticket, actor)
         finally:
             if observe is not None and todo is not None:
                 observe(todo, time.perf_counter() - started)
+        if held:
+            return tickets.get(deps.sessions, ticket_id)
     raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")
 
 
