@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +27,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from billing_recon import runtime
 from billing_recon.config import Settings
 from billing_recon.domain.proposal import CurrencyRefund, PaymentRefund, Proposal
 from billing_recon.domain.refund_status import UNDONE
@@ -231,6 +234,10 @@ class Expected:
 
     ticket_id: int
     refunds: dict[str, int]
+
+
+#: The Prefect API of a World whose tests call the steps directly (nothing calls it).
+NO_PREFECT = "http://127.0.0.1:9/unused"
 
 
 class World:
@@ -537,3 +544,15 @@ class PrivatePostgres:
                           "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def direct_world(root: Path) -> Iterator[World]:
+    """A World for tests that call the steps directly (no Prefect); afterwards it is closed
+    and the process's dependencies are reset."""
+    made = World(root, NO_PREFECT)
+    try:
+        yield made
+    finally:
+        made.close()
+        runtime.reset()

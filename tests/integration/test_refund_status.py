@@ -25,16 +25,14 @@ from billing_recon.steps import refund_status, refund_worker
 from billing_recon.steps.deps import Deps
 from billing_recon.store import commitments, ledger, tickets
 from billing_recon.store.models import Payment, Refund
-from tests.chaos.harness import Expected, World
+from tests.chaos.harness import Expected, World, direct_world
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     """Billing database, a gateway process and approved tickets."""
-    made = World(tmp_path / "w", "http://127.0.0.1:9/unused")
-    yield made
-    made.close()
-    runtime.reset()
+    with direct_world(tmp_path / "w") as made:
+        yield made
 
 
 @pytest.fixture

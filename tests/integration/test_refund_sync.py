@@ -17,7 +17,7 @@ from billing_recon.steps import refund_status, refund_sync, refund_worker
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon_cli.main import main
-from tests.chaos.harness import Expected, World
+from tests.chaos.harness import NO_PREFECT, Expected, World
 
 Worlds = Callable[..., tuple[World, Deps]]
 LOST = {"BILLING_RECON_GATEWAY_WEBHOOK_LOSS_SHARE": "1"}
@@ -29,7 +29,7 @@ def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worlds]:
     made: list[World] = []
 
     def build(**settings: str) -> tuple[World, Deps]:
-        world = World(tmp_path / f"w{len(made)}", "http://127.0.0.1:9/unused",
+        world = World(tmp_path / f"w{len(made)}", NO_PREFECT,
                       lifecycle={**LOST, **{k: v for k, v in settings.items()
                                             if k.startswith("BILLING_RECON_GATEWAY")}})
         made.append(world)

@@ -15,16 +15,14 @@ from billing_recon.steps import refund_worker
 from billing_recon.steps.deps import Deps
 from billing_recon.steps.switches import Switches
 from billing_recon.store import ledger
-from tests.chaos.harness import World
+from tests.chaos.harness import World, direct_world
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     """Billing database, a gateway process and an approved ticket factory."""
-    made = World(tmp_path / "w", "http://127.0.0.1:9/unused")
-    yield made
-    made.close()
-    runtime.reset()
+    with direct_world(tmp_path / "w") as made:
+        yield made
 
 
 def _deps(world: World, monkeypatch: pytest.MonkeyPatch, off: str) -> Deps:

@@ -21,7 +21,7 @@ from billing_recon.steps.deps import Deps
 from billing_recon.steps.webhook_inbox import WebhookInbox
 from billing_recon.store import ledger, tickets
 from billing_recon.store.models import Ticket, WebhookEvent
-from tests.chaos.harness import WEBHOOK_SECRET, Expected, World
+from tests.chaos.harness import NO_PREFECT, WEBHOOK_SECRET, Expected, World
 
 Worlds = Callable[..., tuple[World, Deps]]
 
@@ -32,7 +32,7 @@ def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worlds]:
     made: list[tuple[World, WebhookServer | None]] = []
 
     def build(receiver: bool = True, **lifecycle: str) -> tuple[World, Deps]:
-        world = World(tmp_path / f"w{len(made)}", "http://127.0.0.1:9/unused",
+        world = World(tmp_path / f"w{len(made)}", NO_PREFECT,
                       lifecycle={f"BILLING_RECON_GATEWAY_{k.upper()}": v
                                  for k, v in lifecycle.items()})
         for name, value in world.env().items():

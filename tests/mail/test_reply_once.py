@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from billing_recon import pipeline, runtime
+from billing_recon import pipeline
 from billing_recon.domain.email import parse_email
 from billing_recon.domain.fsm import Reason, State
 from billing_recon.steps import outbox as mail_outbox
@@ -23,7 +23,7 @@ from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket
 from billing_recon.store.sample_data import generate
 from billing_recon.store.types import utcnow
-from tests.chaos.harness import World
+from tests.chaos.harness import World, direct_world
 from tests.mail.certs import Certs
 from tests.mail.conftest import smtp_env, use
 from tests.mail.smtp_server import SmtpServer
@@ -136,10 +136,8 @@ def test_smtp_refused_recipient_is_failed_and_never_sent_again(
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     """Billing database, a gateway process and approved tickets (tests/chaos/harness.py)."""
-    made = World(tmp_path / "w", "http://127.0.0.1:9/unused")
-    yield made
-    made.close()
-    runtime.reset()
+    with direct_world(tmp_path / "w") as made:
+        yield made
 
 
 def test_reply_for_a_refund_only_once_the_refund_succeeded(
