@@ -373,8 +373,8 @@ def _ticket_rows(lab_: Lab, report: Report, variants: list[Variant],
 # ---------------------------------------------------------------- 2. batch throughput
 
 
-#: With --proposals: tickets in flight at once (bench/inbox_concurrent.py; 1 = as shipped).
-ADMIT_WIDTHS = (1, 2, 4, 8)
+#: Tickets in flight at once (BILLING_RECON_BATCH_IN_FLIGHT; the shipped default is 1).
+IN_FLIGHT = (2, 4, 8)
 
 
 def batch(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> None:
@@ -384,13 +384,13 @@ def batch(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> None:
             for n in sizes.batch_compare]
     plan += [("reconcile-inbox as shipped", "batch", "shipped", n, 1, SHIPPED_CLIENT)
              for n in sizes.batch_compare]
-    if proposals:  # side by side at the growth size: 2 workers, several tickets in flight
-        small = sizes.growth_from
+    small = sizes.growth_from
+    plan += [(f"reconcile-inbox, {width} in flight", "batch", "shipped", small, 1,
+              {**SHIPPED_CLIENT, "BILLING_RECON_BATCH_IN_FLIGHT": str(width)})
+             for width in IN_FLIGHT]
+    if proposals:  # side by side at the growth size: 2 worker processes
         plan += [("proposal: 2 worker processes", "batch", "shipped", small, 2,
                   SHIPPED_CLIENT)]
-        plan += [(f"proposal: {width} tickets in flight", "batch-concurrent", "shipped", small,
-                  1, {**SHIPPED_CLIENT, "BENCH_MAX_CONCURRENT": str(width)})
-                 for width in ADMIT_WIDTHS]
     if peers_installed():  # the same batch on the peers, four tickets in flight each
         small = sizes.growth_from
         if small not in sizes.batch_compare:
@@ -410,9 +410,14 @@ def batch(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> None:
                                  pending[-workers:])
         data.append(_batch_row(lab_, report, label, server, result))
     report.data["batch"] = data
-    best = max(d["tickets_per_s"] for d in data if d["label"] == "reconcile-inbox as shipped")
+    one = max(d["tickets_per_s"] for d in data if d["label"] == "reconcile-inbox as shipped")
+    best = max((d for d in data if d["label"].startswith("reconcile-inbox, ")
+                and "in flight" in d["label"]), key=lambda d: d["tickets_per_s"])
+    rate = best["tickets_per_s"]
     report.add("2", "goal: >= 10 tickets/s to APPROVAL_PENDING (issue 19)",
-               f"as shipped {best:.1f}/s", "HOLDS" if best >= 10 else "MISSED")
+               f"{rate:.1f}/s ({best['label'].removeprefix('reconcile-inbox, ')})",
+               ("HOLDS" if rate >= 10 else "MISSED") + f"; one at a time (the default) "
+               f"{one:.1f}/s")
     report.add("2", "goal: bounded memory over 10,000 tickets (issue 19)", "not measured",
                "MISSED: peak RSS at 1,000 and 10,000 tickets is not measured yet")
     _growth(report, data[-1], sizes.growth_from)

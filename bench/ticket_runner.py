@@ -4,8 +4,8 @@
 
 MODE is ``core`` (billing_recon.pipeline, no Prefect), ``shipped`` (flows/process_ticket, one
 flow run per email, ``approval_wait_s=0``), ``lean`` (bench/lean_flow, the same per email),
-``naive`` (bench/naive_flow), ``batch`` (flows/reconcile_inbox over all the emails in one run)
-or ``batch-concurrent`` (bench/inbox_concurrent, likewise), or a peer of bench/peers.py:
+``naive`` (bench/naive_flow), ``batch`` (flows/reconcile_inbox over all the emails in one run;
+BILLING_RECON_BATCH_IN_FLIGHT from the environment), or a peer of bench/peers.py:
 ``langgraph-sqlite``, ``langgraph-pg``, ``dbos`` (one durable run per email), ``langgraph-batch``
 or ``dbos-batch`` (every email at once, 4 in flight; state in ``BENCH_PEER_DB``). The database,
 the Prefect server and the sandbox come from the environment. The last stdout line is one JSON
@@ -111,14 +111,6 @@ def _batch(paths: list[Path]) -> None:
     asyncio.run(reconcile_inbox(email_paths=[str(p) for p in paths], approval_wait_s=0))
 
 
-def _batch_concurrent(paths: list[Path]) -> None:
-    from inbox_concurrent import reconcile_inbox_concurrent
-
-    width = int(os.environ.get("BENCH_MAX_CONCURRENT", "8"))
-    asyncio.run(reconcile_inbox_concurrent(email_paths=[str(p) for p in paths],
-                                           approval_wait_s=0, max_concurrent=width))
-
-
 def _states(paths: list[Path]) -> dict[str, list[str | None]]:
     from billing_recon import runtime
     from billing_recon.domain.email import parse_email
@@ -175,8 +167,7 @@ def run(mode: str, paths: list[Path], warmup: Path | None,
             return time.perf_counter() - t0, _spent(c0)
         wall, cpu = asyncio.run(both())
     else:
-        runner = ({"core": _core, "naive": _naive, "batch": _batch,
-                   "batch-concurrent": _batch_concurrent}.get(mode) or _peer(mode))
+        runner = ({"core": _core, "naive": _naive, "batch": _batch}.get(mode) or _peer(mode))
         if warmup:
             runner([warmup])
         _wait_for_go(barrier)
@@ -193,7 +184,7 @@ def main() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=["core", "shipped", "lean", "naive", "batch",
-                                         "batch-concurrent", *PEER_MODES])
+                                         *PEER_MODES])
     parser.add_argument("emails", type=Path, help="file with one .eml path per line")
     parser.add_argument("--warmup", type=Path, default=None)
     parser.add_argument("--barrier", type=Path, default=None,

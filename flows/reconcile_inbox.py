@@ -8,17 +8,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow
+from prefect.logging import get_run_logger
 from pydantic import Field
 
 from billing_recon.errors import UserInputError
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
+from billing_recon_tasks.admission import Settle, Start, admit
 from billing_recon_tasks.context import in_deployment
 from billing_recon_tasks.fanout import TicketRuns, sweep_overdue
 from billing_recon_tasks.intake import open_ticket, open_tickets_from_table
 from billing_recon_tasks.mail import mail_on, open_tickets_from_mailbox, send_mail
 from billing_recon_tasks.progress import Progress
-from billing_recon_tasks.runtime import host_path
+from billing_recon_tasks.runtime import deps, host_path, in_thread
 from billing_recon_tasks.settle import settled
 
 
@@ -57,25 +59,40 @@ async def _open_all(inbox: str | None, email_paths: list[str] | None,
     return opened
 
 
+async def _admit(ids: list[int], start: Start[dict[str, Any]], settle: Settle,
+                 progress: Progress) -> list[dict[str, Any] | BaseException]:
+    """The tickets' runs, admitted in arrival order, up to the configured number at once
+    (each customer's one after another; tasks.admission)."""
+    width = deps().settings.orchestration.batch_in_flight
+    if width > 1 and deps().settings.database.url.get_secret_value().startswith("sqlite"):
+        get_run_logger().warning(
+            "BILLING_RECON_BATCH_IN_FLIGHT=%d with a SQLite billing database: its one writer "
+            "makes the tickets wait for each other", width)
+    senders = await in_thread(tickets.senders, deps().sessions, ids)
+    return await admit([(i, senders[i]) for i in ids], width, start, settle, progress.advance)
+
+
 async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
-    """Subflows in this process, admitted one after another (see tasks.settle)."""
-    runs: list[asyncio.Task[Any]] = []
-    for ticket_id in ids:
-        run = asyncio.create_task(process_ticket(ticket_id=ticket_id, approval_wait_s=wait_s))
-        runs.append(run)
-        await settled(ticket_id, run)
-        await progress.advance()
-    return list(await asyncio.gather(*runs, return_exceptions=True))
+    """Subflows in this process; the next is admitted once one has finished or waits for a
+    decision (see tasks.settle)."""
+    def start(ticket_id: int) -> asyncio.Task[dict[str, Any]]:
+        return asyncio.create_task(process_ticket(ticket_id=ticket_id, approval_wait_s=wait_s))
+
+    return await _admit(ids, start, settled, progress)
 
 
 async def _fan_out(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
-    """One process-ticket deployment run per ticket, executed in this process one after
-    another (tasks.fanout); a waiting ticket's run suspends, and a worker resumes it."""
-    runs, started = await TicketRuns.start(process_ticket), []
-    for ticket_id in ids:
-        started.append(await runs.run(ticket_id, wait_s))
-        await progress.advance()
-    return started
+    """One process-ticket deployment run per ticket, executed in this process (tasks.fanout);
+    a waiting ticket's run suspends, and a worker resumes it."""
+    runs = await TicketRuns.start(process_ticket)
+
+    def start(ticket_id: int) -> asyncio.Task[dict[str, Any]]:
+        return asyncio.create_task(runs.run(ticket_id, wait_s))
+
+    async def ended(_ticket_id: int, run: asyncio.Task[Any]) -> None:
+        await asyncio.wait([run])  # a run here ends or suspends: either way it has settled
+
+    return await _admit(ids, start, ended, progress)
 
 
 @flow(name="reconcile-inbox", persist_result=False)
@@ -114,13 +131,11 @@ async def reconcile_inbox(
     opened = await _open_all(host_path(inbox), email_paths, from_table, mailbox)
     ids = [entry for entry in opened if isinstance(entry, int)]
     progress = await Progress.start(len(ids), "tickets started")
-    if fan_out or in_deployment():
-        started = iter(await _fan_out(ids, approval_wait_s, progress))
-    else:
-        ran = await _run_here(ids, approval_wait_s, progress)
-        started = iter(r if isinstance(r, dict) else {"ticket_id": tickets.format_ticket_id(i),
-                                                      "error": repr(r)}
-                       for i, r in zip(ids, ran, strict=True))
+    run = _fan_out if fan_out or in_deployment() else _run_here
+    ran = await run(ids, approval_wait_s, progress)
+    started = iter(r if isinstance(r, dict) else {"ticket_id": tickets.format_ticket_id(i),
+                                                  "error": repr(r)}
+                   for i, r in zip(ids, ran, strict=True))
     if mail_on():  # replies and notices owed, each sent once
         await send_mail()
     # one result per email, in order: its ticket's, or why it has none

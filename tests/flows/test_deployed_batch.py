@@ -70,10 +70,11 @@ async def _batch(client: PrefectClient, deployment: UUID, inbox: Path) -> FlowRu
     return await _execute(client, reconcile_inbox, run.id)
 
 
-async def _ticket_runs(client: PrefectClient, deps: Deps, ticket_id: int) -> list[FlowRun]:
-    tag = f"ticket:{tickets.format_ticket_id(ticket_id)}"
+async def _ticket_runs(client: PrefectClient, batch: FlowRun, ticket_id: int) -> list[FlowRun]:
+    """The ticket's runs this batch executed (the backend, and ticket ids, outlive a test)."""
+    tags = [f"ticket:{tickets.format_ticket_id(ticket_id)}", f"{BATCH_TAG}{batch.id}"]
     return await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[tag])))
+        tags=FlowRunFilterTags(all_=tags)))
 
 
 def _inbox(tmp_path: Path) -> tuple[Path, str, str]:
@@ -84,11 +85,16 @@ def _inbox(tmp_path: Path) -> tuple[Path, str, str]:
     return inbox, "a-hello@test", "b-owed@test"
 
 
+@pytest.mark.parametrize("in_flight", ["1", "2"])
 async def test_each_ticket_is_its_own_deployment_run_executed_by_the_batch(
-        world: Deps, tmp_path: Path, deployments: dict[str, UUID]) -> None:
+        world: Deps, tmp_path: Path, deployments: dict[str, UUID], in_flight: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """One run of the ticket deployment per ticket, top-level, executed in the batch's process
-    (no worker started it): the settled ticket's run completed, the waiting one's suspended;
-    the decision resumes it like any suspended run, and its refund happens once."""
+    (no worker started it), one at a time or two at once (BILLING_RECON_BATCH_IN_FLIGHT; this
+    SQLite-backed test server makes the second wait, so only the outcome is checked here): the
+    settled ticket's run completed, the waiting one's suspended; the decision resumes it like
+    any suspended run, and its refund happens once."""
+    monkeypatch.setenv("BILLING_RECON_BATCH_IN_FLIGHT", in_flight)  # read by each deps()
     inbox, hello, owed = _inbox(tmp_path)
     async with get_client() as client:
         batch = await _batch(client, deployments["batch"], inbox)
@@ -96,7 +102,7 @@ async def test_each_ticket_is_its_own_deployment_run_executed_by_the_batch(
         closed, pending = (tickets.find_by_email(world.sessions, e) for e in (hello, owed))
         assert closed is not None and closed.state == State.CLOSED.value
         assert pending is not None and pending.state == State.APPROVAL_PENDING.value
-        runs = {t.id: await _ticket_runs(client, world, t.id) for t in (closed, pending)}
+        runs = {t.id: await _ticket_runs(client, batch, t.id) for t in (closed, pending)}
         for (run,) in runs.values():
             assert run.deployment_id == deployments["ticket"]
             assert run.parent_task_run_id is None  # its own run, not a subflow: suspendable

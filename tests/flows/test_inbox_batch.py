@@ -163,3 +163,29 @@ async def test_bad_mail_received_for_a_batch_is_refused_and_the_rest_get_tickets
         ("", "REJECTED", "email_too_large"), ("", "REJECTED", "unreadable_email"),
         ("ann@example.com", "APPROVAL_PENDING", None),
         ("bob@example.com", "CLOSED", "not_billing")]
+
+
+def test_the_progress_bar_is_updated_at_most_once_a_second_and_at_the_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from uuid import uuid4
+
+    from billing_recon_tasks import progress as progress_module
+
+    updates: list[tuple[float, str]] = []
+    clock = iter([10.0, 10.2, 10.4, 11.3, 11.5, 11.6])  # monotonic time of each advance
+
+    async def update(_artifact_id: Any, percent: float, description: str) -> None:
+        updates.append((percent, description))
+
+    monkeypatch.setattr(progress_module, "aupdate_progress_artifact", update)
+    monkeypatch.setattr(progress_module, "monotonic", lambda: next(clock))
+    bar = progress_module.Progress(total=6, what="tickets started", artifact_id=uuid4())
+
+    async def six() -> None:
+        for _ in range(6):
+            await bar.advance()
+
+    asyncio.run(six())
+    assert [d for _, d in updates] == ["1/6 tickets started", "4/6 tickets started",
+                                       "6/6 tickets started"]
+    assert updates[-1][0] == 100.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +42,33 @@ async def test_every_sample_email_ends_as_its_ground_truth_says(
             assert claimed == truth[path.name]["claimed"], path.name
     kinds = {t["kind"] for t in truth.values()}
     assert {"duplicate", "not_billing", "unknown_sender", "no_discrepancy"} <= kinds
+
+
+@pytest.mark.parametrize(  # the setting is for PostgreSQL (SQLite has one writer)
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_several_tickets_in_flight_end_as_the_ground_truth_says(
+        sample: tuple[Deps, Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """BILLING_RECON_BATCH_IN_FLIGHT=4: tickets of different customers overlap in time, and
+    the outcomes are those of one at a time (the duplicate among them included: a customer's
+    tickets still run in arrival order)."""
+    from sqlalchemy import func, select
+
+    from billing_recon.domain.email import parse_email
+    from billing_recon.store.models import TicketEvent
+
+    deps, inbox, truth = sample
+    monkeypatch.setenv("BILLING_RECON_BATCH_IN_FLIGHT", "4")  # read by each deps()
+    results = await reconcile_inbox(inbox=str(inbox), approval_wait_s=0)
+    assert len(results) == len(truth)
+    for path in sorted(inbox.glob("*.eml")):
+        ticket = tickets.find_by_email(deps.sessions, parse_email(path.read_bytes()).email_id)
+        assert ticket is not None
+        assert matches(truth[path.name], ticket), (path.name, ticket.state, ticket.proposal)
+    with deps.sessions() as session:  # each ticket's work: its first step to its last one
+        spans = sorted(session.execute(
+            select(func.min(TicketEvent.at), func.max(TicketEvent.at))
+            .where(TicketEvent.kind == "transition", TicketEvent.from_state.is_not(None))
+            .group_by(TicketEvent.ticket_id)).tuples())
+    overlaps = sum(1 for (_, end), (start, _) in itertools.pairwise(spans)
+                   if start < end)
+    assert overlaps > 0, spans

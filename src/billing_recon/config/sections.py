@@ -174,6 +174,11 @@ class OrchestrationSettings(Section):
     suspend: bool = Field(
         default=True, description="A deployment's run waiting for approval suspends (frees "
         "its worker); false keeps it paused in-process.")
+    batch_in_flight: int = Field(
+        default=1, ge=1, le=16, description="Tickets a batch runs at once (each customer's "
+        "still one after another, in arrival order). Above 1 only with a Prefect server on "
+        "PostgreSQL and a PostgreSQL billing database: SQLite has one writer, and a "
+        "SQLite-backed Prefect server answers concurrent runs with 503s and 2 s retries.")
     pause_poll_s: int = Field(default=2, ge=1, description="How often a paused run checks "
                               "for a decision, in whole seconds.")
     refund_lease_s: float = Field(

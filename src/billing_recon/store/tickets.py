@@ -165,3 +165,14 @@ def count(sessions: Sessions) -> int:
     """Number of tickets."""
     with sessions() as session:
         return int(session.scalar(select(func.count(Ticket.id))) or 0)
+
+
+def senders(sessions: Sessions, ticket_ids: list[int], chunk: int = 500) -> dict[int, str]:
+    """Ticket id -> its sender's address, for the given tickets (a few statements per batch)."""
+    found: dict[int, str] = {}
+    with sessions() as session:
+        for start in range(0, len(ticket_ids), chunk):
+            part = ticket_ids[start:start + chunk]
+            rows = session.execute(select(Ticket.id, Ticket.sender).where(Ticket.id.in_(part)))
+            found.update((ticket_id, sender) for ticket_id, sender in rows)
+    return found
