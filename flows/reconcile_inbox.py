@@ -4,6 +4,7 @@ to a ticket run."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +15,8 @@ from pydantic import Field
 from billing_recon.errors import UserInputError
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
-from billing_recon_tasks.admission import Settle, Start, admit
-from billing_recon_tasks.context import in_deployment
+from billing_recon_tasks.admission import Settle, admit
+from billing_recon_tasks.context import forget_result, in_deployment
 from billing_recon_tasks.fanout import TicketRuns, sweep_overdue
 from billing_recon_tasks.intake import open_ticket, open_tickets_from_table
 from billing_recon_tasks.mail import mail_on, open_tickets_from_mailbox, send_mail
@@ -59,8 +60,8 @@ async def _open_all(inbox: str | None, email_paths: list[str] | None,
     return opened
 
 
-async def _admit(ids: list[int], start: Start[dict[str, Any]], settle: Settle,
-                 progress: Progress) -> list[dict[str, Any] | BaseException]:
+async def _admit(ids: list[int], run: Callable[[int], Awaitable[dict[str, Any]]],
+                 settle: Settle, progress: Progress) -> list[dict[str, Any] | BaseException]:
     """The tickets' runs, admitted in arrival order, up to the configured number at once
     (each customer's one after another; tasks.admission)."""
     width = deps().settings.orchestration.batch_in_flight
@@ -68,6 +69,16 @@ async def _admit(ids: list[int], start: Start[dict[str, Any]], settle: Settle,
         get_run_logger().warning(
             "BILLING_RECON_BATCH_IN_FLIGHT=%d with a SQLite billing database: its one writer "
             "makes the tickets wait for each other", width)
+
+    async def one(ticket_id: int) -> dict[str, Any]:
+        try:
+            return await run(ticket_id)
+        finally:  # its id has gone into its run
+            forget_result(ticket_id)
+
+    def start(ticket_id: int) -> asyncio.Task[dict[str, Any]]:
+        return asyncio.create_task(one(ticket_id))
+
     senders = await in_thread(tickets.senders, deps().sessions, ids)
     return await admit([(i, senders[i]) for i in ids], width, start, settle, progress.advance)
 
@@ -75,10 +86,17 @@ async def _admit(ids: list[int], start: Start[dict[str, Any]], settle: Settle,
 async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
     """Subflows in this process; the next is admitted once one has finished or waits for a
     decision (see tasks.settle)."""
-    def start(ticket_id: int) -> asyncio.Task[dict[str, Any]]:
-        return asyncio.create_task(process_ticket(ticket_id=ticket_id, approval_wait_s=wait_s))
+    async def run(ticket_id: int) -> dict[str, Any]:
+        # its final state, not its result: a subflow's result would be remembered by the
+        # batch's run until the batch ends (for dependency links nothing here uses)
+        state = await process_ticket(ticket_id=ticket_id, approval_wait_s=wait_s,
+                                     return_state=True)
+        result = await state.aresult(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-    return await _admit(ids, start, settled, progress)
+    return await _admit(ids, run, settled, progress)
 
 
 async def _fan_out(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:
@@ -86,13 +104,13 @@ async def _fan_out(ids: list[int], wait_s: float, progress: Progress) -> list[An
     a waiting ticket's run suspends, and a worker resumes it."""
     runs = await TicketRuns.start(process_ticket)
 
-    def start(ticket_id: int) -> asyncio.Task[dict[str, Any]]:
-        return asyncio.create_task(runs.run(ticket_id, wait_s))
+    async def run(ticket_id: int) -> dict[str, Any]:
+        return await runs.run(ticket_id, wait_s)
 
     async def ended(_ticket_id: int, run: asyncio.Task[Any]) -> None:
         await asyncio.wait([run])  # a run here ends or suspends: either way it has settled
 
-    return await _admit(ids, start, ended, progress)
+    return await _admit(ids, run, ended, progress)
 
 
 @flow(name="reconcile-inbox", persist_result=False)

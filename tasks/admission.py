@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from billing_recon.domain.addresses import normalise_email
 
@@ -31,14 +31,25 @@ async def admit(tickets: Sequence[tuple[int, str]], width: int, start: Start[T],
                 settle: Settle, on_settled: Callable[[], Awaitable[None]] | None = None,
                 ) -> list[T | BaseException]:
     """Run ``(ticket id, sender)`` pairs as described above; each run's result (or the
-    exception it raised), in the given order, once all have ended."""
+    exception it raised), in the given order, once all have ended. Only the runs in flight
+    are held, so a long batch keeps one result per ticket and nothing else."""
     if width < 1:
         raise ValueError(f"width must be at least 1, not {width}")
     slots = asyncio.Semaphore(width)
     last: dict[str, asyncio.Event] = {}  # a mailbox -> its latest admitted ticket has settled
-    runs: list[asyncio.Task[T]] = []
-    watchers: set[asyncio.Task[None]] = set()
+    results: list[T | BaseException | None] = [None] * len(tickets)
+    live: set[asyncio.Task[Any]] = set()  # runs and their watchers, until each is done
     failed: list[BaseException] = []
+
+    def keep(task: asyncio.Task[Any]) -> None:
+        live.add(task)
+        task.add_done_callback(live.discard)
+
+    def collect(index: int) -> Callable[[asyncio.Task[T]], None]:
+        def done(run: asyncio.Task[T]) -> None:
+            if not run.cancelled():
+                results[index] = run.exception() or run.result()
+        return done
 
     async def watch(ticket_id: int, run: asyncio.Task[T], mailbox: str,
                     done: asyncio.Event) -> None:
@@ -55,7 +66,7 @@ async def admit(tickets: Sequence[tuple[int, str]], width: int, start: Start[T],
             await on_settled()
 
     try:
-        for ticket_id, sender in tickets:
+        for index, (ticket_id, sender) in enumerate(tickets):
             await slots.acquire()
             mailbox = normalise_email(sender)
             before = last.get(mailbox)
@@ -65,15 +76,15 @@ async def admit(tickets: Sequence[tuple[int, str]], width: int, start: Start[T],
                 raise failed[0]
             done = last[mailbox] = asyncio.Event()
             run = start(ticket_id)
-            runs.append(run)
-            watcher = asyncio.create_task(watch(ticket_id, run, mailbox, done))
-            watchers.add(watcher)
-            watcher.add_done_callback(watchers.discard)
-        await asyncio.gather(*watchers)
+            run.add_done_callback(collect(index))
+            keep(run)
+            keep(asyncio.create_task(watch(ticket_id, run, mailbox, done)))
+        while live:
+            await asyncio.wait(list(live))
         if failed:
             raise failed[0]
     except BaseException:  # cancelled (Ctrl-C) or a failed check: stop what was started
-        for task in [*runs, *watchers]:
+        for task in list(live):
             task.cancel()
         raise
-    return list(await asyncio.gather(*runs, return_exceptions=True))
+    return cast(list[T | BaseException], results)

@@ -15,3 +15,16 @@ def flow_run_id() -> str | None:
     """The current flow run's id, if any."""
     context = FlowRunContext.get()
     return str(context.flow_run.id) if context and context.flow_run else None
+
+
+def forget_result(value: object) -> None:
+    """Drop the current flow run's link to the task that returned ``value``.
+
+    Prefect remembers, for the whole run, which task returned each object a flow holds (to draw
+    a task's result going into a later call as a dependency). A batch passes every opened
+    ticket's id on to that ticket's run once, then never again: forgetting the link after that
+    keeps a batch of 10,000 tickets from holding 10,000 of them.
+    """
+    context = FlowRunContext.get()
+    if context is not None:
+        context.run_results.pop(id(value), None)

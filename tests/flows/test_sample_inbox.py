@@ -72,3 +72,33 @@ async def test_several_tickets_in_flight_end_as_the_ground_truth_says(
     overlaps = sum(1 for (_, end), (start, _) in itertools.pairwise(spans)
                    if start < end)
     assert overlaps > 0, spans
+
+
+@pytest.mark.parametrize(  # ticket ids above 256 (Prefect does not track smaller ints)
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_batch_holds_nothing_per_ticket_once_its_run_has_ended(
+        sample: tuple[Deps, Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect links every task and subflow result a flow holds to the run that returned it,
+    for the flow's whole run: a batch drops each ticket's links once its run is over, so a
+    batch of 10,000 tickets does not keep 10,000 of them (issue 19, goal 5)."""
+    from prefect.context import FlowRunContext
+    from sqlalchemy import text
+
+    from billing_recon_flows import reconcile_inbox as batch_module
+
+    deps, inbox, _truth = sample
+    with deps.sessions() as session, session.begin():
+        session.execute(text("ALTER SEQUENCE tickets_id_seq RESTART WITH 1000"))
+    held: list[int] = []
+
+    def at_the_end() -> bool:  # called in the batch's run, after every ticket's run
+        context = FlowRunContext.get()
+        assert context is not None
+        held.append(len(context.run_results))
+        return False
+
+    monkeypatch.setattr(batch_module, "mail_on", at_the_end)
+    paths = [str(p) for p in sorted(inbox.glob("*.eml"))[:5]]
+    results = await reconcile_inbox(email_paths=paths, approval_wait_s=0)
+    assert [r["ticket_id"] for r in results] == [f"T-{n:06d}" for n in range(1000, 1005)]
+    assert held == [0]
