@@ -6,7 +6,8 @@
 
 Sections: 1 per-ticket cost (core pipeline / our flow as shipped / our flow with
 library-default settings / a naive Prefect flow) on the same sample tickets; 2 batch throughput
-to APPROVAL_PENDING with the Prefect server on PostgreSQL; 3 the reconciliation engine against
+to APPROVAL_PENDING with the Prefect server on PostgreSQL, and peak memory of one long batch
+(bench/memory_batch.py: 10,000 tickets, --quick 1,000); 3 the reconciliation engine against
 a row-by-row Decimal version; 4 retrieval at scale with query plans; 5 the sandbox and token
 benchmarks of bench/sandbox_bench.py and bench/token_bench.py, when present.
 
@@ -63,10 +64,14 @@ class Sizes:
     invoices: int = 1_000_000
     customers: int = 100_000
     lookups: int = 200
+    memory: tuple[int, ...] = (1000, 10000)  # bench/memory_batch.py's checkpoints; the last
+    # is its batch's size (() leaves it out)
 
 
 QUICK = Sizes(tickets=36, rounds=1, batch_compare=(24,), batch=96, growth_from=24,
-              lines=100_000, invoices=100_000, customers=10_000, lookups=100)
+              lines=100_000, invoices=100_000, customers=10_000, lookups=100,
+              memory=(100, 1000))
+MEMORY_GOAL = (1000, 10000)  # issue 19, goal 5: peak RSS at 1,000 and 10,000 tickets
 
 
 @dataclass
@@ -413,9 +418,40 @@ def batch(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> None:
     best = max(d["tickets_per_s"] for d in data if d["label"] == "reconcile-inbox as shipped")
     report.add("2", "goal: >= 10 tickets/s to APPROVAL_PENDING (issue 19)",
                f"as shipped {best:.1f}/s", "HOLDS" if best >= 10 else "MISSED")
-    report.add("2", "goal: bounded memory over 10,000 tickets (issue 19)", "not measured",
-               "MISSED: peak RSS at 1,000 and 10,000 tickets is not measured yet")
     _growth(report, data[-1], sizes.growth_from)
+    memory(sizes, report)
+
+
+def memory(sizes: Sizes, report: Report) -> None:
+    """Goal 5: peak RSS of the client and the server at checkpoints of one long batch, in its
+    own world and server (bench/memory_batch.py)."""
+    goal = "goal: bounded memory over 10,000 tickets (issue 19)"
+    if not sizes.memory:
+        report.add("2", goal, "not measured", "MISSED: left out (--memory '')")
+        return
+    r = _json_of([str(HERE / "memory_batch.py"), "--checkpoints",
+                  ",".join(map(str, sizes.memory)), "--json"],
+                 timeout=1800 + 4 * sizes.memory[-1])
+    report.data["memory"] = r
+    for c in r["checkpoints"]:
+        report.add("2", f"peak RSS until ticket {c['tickets']:,} settled (MB)",
+                   f"client {c['client_peak'] / 2**20:.0f} / server "
+                   f"{c['server_peak'] / 2**20:.0f}",
+                   f"at {c['at_s']:.0f} s; the batch process alone "
+                   f"{c['client_process_peak'] / 2**20:.0f} (kernel peak "
+                   f"{c['client_hwm'] / 2**20:.0f}); client = the batch and its sandbox workers")
+    v = r["verdict"]
+    if v["flat"] is None:
+        report.add("2", goal, "not measured", f"MISSED: {v['why']}")
+        return
+    first, last = r["checkpoints"][0]["tickets"], r["checkpoints"][-1]["tickets"]
+    per = v["mb_per_1000"]
+    sized = "" if (first, last) == MEMORY_GOAL else "; not the goal's 1,000 -> 10,000"
+    report.add("2", goal, f"{'flat' if v['flat'] else 'linear'}: client {per['client']:+.1f}, "
+               f"server {per['server']:+.1f} MB/1,000",
+               ("HOLDS" if v["flat"] else "MISSED") + f" ({first:,} -> {last:,} tickets{sized};"
+               f" {v['rule'].split(' from ')[0]})"
+               + (f"; {r['wrong_outcomes']} WRONG OUTCOMES" if r["wrong_outcomes"] else ""))
 
 
 def _growth(report: Report, run: dict[str, Any], first: int) -> None:
@@ -597,6 +633,8 @@ def main() -> int:
     parser.add_argument("--proposals", action="store_true",
                         help="also measure flow changes proposed but not made (sections 1, 2)")
     parser.add_argument("--rounds", type=int, help="section 1: interleaved rounds (1)")
+    parser.add_argument("--memory", help="section 2: the memory batch's checkpoints, e.g. "
+                        "1000,10000 (the default; --quick 100,1000; '' leaves it out)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     if args.tickets:
@@ -608,6 +646,9 @@ def main() -> int:
     if args.batch_compare is not None:
         sizes = replace(sizes, batch_compare=tuple(
             int(n) for n in args.batch_compare.split(",") if n.strip()))
+    if args.memory is not None:
+        sizes = replace(sizes, memory=tuple(
+            sorted(int(n) for n in args.memory.split(",") if n.strip())))
     only = {s.strip() for s in args.only.split(",")}
     started = time.perf_counter()
     info = machine()
