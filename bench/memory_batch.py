@@ -148,6 +148,9 @@ def watch_batch(process: subprocess.Popen[bytes], server: int, database: str, wa
                                      now["server"]))
                 shown = elapsed
             time.sleep(SAMPLE_S)
+        # the last ticket may settle less than a sample before the client exits
+        _observe(watch, sample(process.pid, server), settled(conn) - before,
+                 time.monotonic() - started, None, total)
 
 
 @contextmanager

@@ -431,7 +431,7 @@ def memory(sizes: Sizes, report: Report) -> None:
         return
     r = _json_of([str(HERE / "memory_batch.py"), "--checkpoints",
                   ",".join(map(str, sizes.memory)), "--json"],
-                 timeout=1800 + 4 * sizes.memory[-1])
+                 timeout=1800 + 4 * sizes.memory[-1], progress=True)  # a long run
     report.data["memory"] = r
     for c in r["checkpoints"]:
         report.add("2", f"peak RSS until ticket {c['tickets']:,} settled (MB)",
@@ -494,11 +494,14 @@ def _batch_row(lab_: Lab, report: Report, label: str, server: str | None,
 # ---------------------------------------------------------------- 3, 4, 5: own scripts
 
 
-def _json_of(args: list[str], timeout: float) -> dict[str, Any]:
-    done = subprocess.run([PYTHON, *args], capture_output=True, text=True, timeout=timeout,
-                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def _json_of(args: list[str], timeout: float, progress: bool = False) -> dict[str, Any]:
+    """A script's last stdout line as JSON; with ``progress`` its stderr shows as it runs."""
+    done = subprocess.run([PYTHON, *args], stdout=subprocess.PIPE,
+                          stderr=None if progress else subprocess.PIPE, text=True,
+                          timeout=timeout, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{args[0]} failed:\n{(done.stderr or '(stderr above)')[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
