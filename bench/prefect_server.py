@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pg
+import proctree
 
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
          "PREFECT_SERVER_UI_ENABLED": "false"}
@@ -53,20 +54,12 @@ def process_tree_cpu(pid: int) -> float:
     through their parent's cutime/cstime, so short-lived workers are not lost.
     """
     total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for current in proctree.pids(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            threads = list(Path(f"/proc/{current}/task").iterdir())
         except OSError:
             continue
         total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-        for thread in threads:  # a child belongs to the thread that forked it
-            try:
-                pending.extend(int(c) for c in (thread / "children").read_text().split())
-            except OSError:
-                continue
     return total
 
 

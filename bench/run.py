@@ -6,7 +6,8 @@
 
 Sections: 1 per-ticket cost (core pipeline / our flow as shipped / our flow with
 library-default settings / a naive Prefect flow) on the same sample tickets; 2 batch throughput
-to APPROVAL_PENDING with the Prefect server on PostgreSQL; 3 the reconciliation engine against
+to APPROVAL_PENDING with the Prefect server on PostgreSQL, and peak memory of one long batch
+(bench/memory_batch.py: 10,000 tickets, --quick 1,000); 3 the reconciliation engine against
 a row-by-row Decimal version; 4 retrieval at scale with query plans; 5 the sandbox and token
 benchmarks of bench/sandbox_bench.py and bench/token_bench.py, when present.
 
@@ -63,10 +64,15 @@ class Sizes:
     invoices: int = 1_000_000
     customers: int = 100_000
     lookups: int = 200
+    memory: tuple[int, ...] = (1000, 10000)  # bench/memory_batch.py's checkpoints; the last
+    # is its batch's size (() leaves it out)
 
 
 QUICK = Sizes(tickets=36, rounds=1, batch_compare=(24,), batch=96, growth_from=24,
-              lines=100_000, invoices=100_000, customers=10_000, lookups=100)
+              lines=100_000, invoices=100_000, customers=10_000, lookups=100,
+              memory=(100, 1000))
+MEMORY_GOAL = (1000, 10000)  # issue 19, goal 5: peak RSS at 1,000 and 10,000 tickets
+MEMORY_IN_FLIGHT = 4  # the memory batch runs this many tickets at once: the same code, sooner
 
 
 @dataclass
@@ -418,9 +424,41 @@ def batch(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> None:
                f"{rate:.1f}/s ({best['label'].removeprefix('reconcile-inbox, ')})",
                ("HOLDS" if rate >= 10 else "MISSED") + f"; one at a time (the default) "
                f"{one:.1f}/s")
-    report.add("2", "goal: bounded memory over 10,000 tickets (issue 19)", "not measured",
-               "MISSED: peak RSS at 1,000 and 10,000 tickets is not measured yet")
     _growth(report, data[-1], sizes.growth_from)
+    memory(sizes, report)
+
+
+def memory(sizes: Sizes, report: Report) -> None:
+    """Goal 5: peak RSS of the client and the server at checkpoints of one long batch, in its
+    own world and server (bench/memory_batch.py)."""
+    goal = "goal: bounded memory over 10,000 tickets (issue 19)"
+    if not sizes.memory:
+        report.add("2", goal, "not measured", "MISSED: left out (--memory '')")
+        return
+    r = _json_of([str(HERE / "memory_batch.py"), "--checkpoints",
+                  ",".join(map(str, sizes.memory)), "--json",
+                  "--env", f"BILLING_RECON_BATCH_IN_FLIGHT={MEMORY_IN_FLIGHT}"],
+                 timeout=1800 + 4 * sizes.memory[-1], progress=True)  # a long run
+    report.data["memory"] = r
+    for c in r["checkpoints"]:
+        report.add("2", f"peak RSS until ticket {c['tickets']:,} settled (MB)",
+                   f"client {c['client_peak'] / 2**20:.0f} / server "
+                   f"{c['server_peak'] / 2**20:.0f}",
+                   f"at {c['at_s']:.0f} s; the batch process alone "
+                   f"{c['client_process_peak'] / 2**20:.0f} (kernel peak "
+                   f"{c['client_hwm'] / 2**20:.0f}); client = the batch and its sandbox workers")
+    v = r["verdict"]
+    if v["flat"] is None:
+        report.add("2", goal, "not measured", f"MISSED: {v['why']}")
+        return
+    first, last = r["checkpoints"][0]["tickets"], r["checkpoints"][-1]["tickets"]
+    per = v["mb_per_1000"]
+    sized = "" if (first, last) == MEMORY_GOAL else "; not the goal's 1,000 -> 10,000"
+    report.add("2", goal, f"{'flat' if v['flat'] else 'linear'}: client {per['client']:+.1f}, "
+               f"server {per['server']:+.1f} MB/1,000",
+               ("HOLDS" if v["flat"] else "MISSED") + f" ({first:,} -> {last:,} tickets{sized};"
+               f" {v['rule'].split(' from ')[0]})"
+               + (f"; {r['wrong_outcomes']} WRONG OUTCOMES" if r["wrong_outcomes"] else ""))
 
 
 def _growth(report: Report, run: dict[str, Any], first: int) -> None:
@@ -463,11 +501,14 @@ def _batch_row(lab_: Lab, report: Report, label: str, server: str | None,
 # ---------------------------------------------------------------- 3, 4, 5: own scripts
 
 
-def _json_of(args: list[str], timeout: float) -> dict[str, Any]:
-    done = subprocess.run([PYTHON, *args], capture_output=True, text=True, timeout=timeout,
-                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def _json_of(args: list[str], timeout: float, progress: bool = False) -> dict[str, Any]:
+    """A script's last stdout line as JSON; with ``progress`` its stderr shows as it runs."""
+    done = subprocess.run([PYTHON, *args], stdout=subprocess.PIPE,
+                          stderr=None if progress else subprocess.PIPE, text=True,
+                          timeout=timeout, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{args[0]} failed:\n{(done.stderr or '(stderr above)')[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -602,6 +643,8 @@ def main() -> int:
     parser.add_argument("--proposals", action="store_true",
                         help="also measure flow changes proposed but not made (sections 1, 2)")
     parser.add_argument("--rounds", type=int, help="section 1: interleaved rounds (1)")
+    parser.add_argument("--memory", help="section 2: the memory batch's checkpoints, e.g. "
+                        "1000,10000 (the default; --quick 100,1000; '' leaves it out)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     if args.tickets:
@@ -613,6 +656,9 @@ def main() -> int:
     if args.batch_compare is not None:
         sizes = replace(sizes, batch_compare=tuple(
             int(n) for n in args.batch_compare.split(",") if n.strip()))
+    if args.memory is not None:
+        sizes = replace(sizes, memory=tuple(
+            sorted(int(n) for n in args.memory.split(",") if n.strip())))
     only = {s.strip() for s in args.only.split(",")}
     started = time.perf_counter()
     info = machine()

@@ -15,6 +15,9 @@ and each email's settled state.
 ``BENCH_CLIENT=shipped`` runs everything inside
 billing_recon_tasks.client_settings.local_client_settings(), as our entry points do;
 ``BENCH_HEARTBEATS=off`` turns flow-run heartbeats off (a measured proposal, not shipped).
+``BENCH_TRACEMALLOC=DIR`` traces the timed part's allocations (bench/memory_batch.py): a file
+``DIR/take-NAME`` asks for a snapshot, written to ``DIR/NAME.snapshot``; ``DIR/end.snapshot``
+is taken as the timed part ends.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -60,6 +64,62 @@ def _client_settings() -> Iterator[None]:
 
             stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
         yield
+
+
+@contextmanager
+def _heap_snapshots() -> Iterator[None]:
+    """With BENCH_TRACEMALLOC: trace allocations, snapshot on request and at the end."""
+    folder = os.environ.get("BENCH_TRACEMALLOC")
+    if not folder:
+        yield
+        return
+    import tracemalloc
+
+    tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "16")))
+    stop = threading.Event()
+    watcher = threading.Thread(target=_snapshot_on_request, args=(Path(folder), stop),
+                               daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        _snapshot(Path(folder), "end")
+        tracemalloc.stop()
+
+
+def _snapshot_on_request(folder: Path, stop: threading.Event) -> None:
+    while not stop.wait(0.1):
+        for request in sorted(folder.glob("take-*")):
+            _snapshot(folder, request.name.removeprefix("take-"))
+            request.unlink()
+
+
+def _snapshot(folder: Path, name: str) -> None:
+    """The heap (``NAME.snapshot``, written under another name first) and a census of live
+    objects (``NAME.census.json``)."""
+    import tracemalloc
+
+    partial = folder / f"{name}.partial"
+    tracemalloc.take_snapshot().dump(str(partial))
+    (folder / f"{name}.census.json").write_text(json.dumps(_census()))
+    partial.rename(folder / f"{name}.snapshot")
+
+
+def _census() -> dict[str, Any]:
+    """Live objects the collector tracks, by type; the entries each open flow-run context
+    keeps in ``run_results`` (Prefect links every task and subflow result there)."""
+    import gc
+    from collections import Counter
+
+    from prefect.context import EngineContext
+
+    objects = gc.get_objects()
+    types = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
+    contexts = [o for o in objects if isinstance(o, EngineContext)]
+    return {"types": dict(types.most_common(300)),
+            "run_results": sorted((len(c.run_results) for c in contexts), reverse=True)}
 
 
 def _spent(before: dict[str, float]) -> dict[str, float]:
@@ -172,7 +232,8 @@ def run(mode: str, paths: list[Path], warmup: Path | None,
             runner([warmup])
         _wait_for_go(barrier)
         t0, c0 = time.perf_counter(), _cpu()
-        runner(paths)
+        with _heap_snapshots():
+            runner(paths)
         wall, cpu = time.perf_counter() - t0, _spent(c0)
     return {"mode": mode, "n": len(paths), "wall_s": wall, "cpu_s": cpu,
             "started_at": time.time() - wall, "ended_at": time.time(),
