@@ -3,6 +3,7 @@
     python bench/run.py                 # full sizes (see docs/benchmarks.md for the run time)
     python bench/run.py --quick         # small sizes, a few minutes
     python bench/run.py --only 1,3      # some sections; --json FILE also writes every figure
+    python bench/run.py --only 1 --baseline main   # also our flow from another checkout
 
 Sections: 1 per-ticket cost (core pipeline / our flow as shipped / our flow with
 library-default settings / a naive Prefect flow) on the same sample tickets; 2 batch throughput
@@ -41,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import checkouts  # noqa: E402
 import pg  # noqa: E402
 import prefect_server  # noqa: E402
 import settings  # noqa: E402
@@ -66,6 +68,7 @@ class Sizes:
     lookups: int = 200
     memory: tuple[int, ...] = (1000, 10000)  # bench/memory_batch.py's checkpoints; the last
     # is its batch's size (() leaves it out)
+    baseline: str | None = None  # section 1: also our flow as shipped from this checkout
 
 
 QUICK = Sizes(tickets=36, rounds=1, batch_compare=(24,), batch=96, growth_from=24,
@@ -161,7 +164,8 @@ class Lab:
                "BILLING_RECON_LLM_BREAKER_MAX_TOKENS": str(10**12),
                "BILLING_RECON_GATEWAY_DB": f"sqlite:///{self.home / 'gateway.db'}",
                "PREFECT_LOCAL_STORAGE_PATH": str(self.home / "prefect-storage"),
-               "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+               "PYTHONPATH": os.pathsep.join([*extra.get("BENCH_CODE", "").split(os.pathsep),
+                                              str(ROOT), str(HERE)]).lstrip(os.pathsep)}
         env.pop("PREFECT_API_URL", None)
         if server is not None:
             srv = self.server(server)
@@ -311,6 +315,16 @@ def peer_state(lab_: Lab, extra: dict[str, str]) -> Iterator[dict[str, str]]:
             yield {**extra, "BENCH_PEER_DB": pg.url(name, driver="postgresql")}
 
 
+def baseline_variant(lab_: Lab, spec: str) -> Variant:
+    """Our flow as shipped, run from another checkout's code (a folder or a git ref: its
+    flows, tasks and core on PYTHONPATH ahead of this one's; bench/checkouts.py), against the
+    same shipped server: this checkout's changes side by side with what they replace."""
+    scratch = Path(tempfile.mkdtemp(dir=lab_.home, prefix="baseline-"))
+    links = checkouts.package_links(checkouts.tree_of(spec, scratch), scratch)
+    return (f"our flow as shipped, at {spec}", "shipped", "shipped",
+            {**SHIPPED_CLIENT, "BENCH_CODE": str(links)})
+
+
 def _chunks(items: list[Path], parts: int) -> list[list[Path]]:
     size = -(-len(items) // parts)
     return [items[i:i + size] for i in range(0, len(items), size)]
@@ -323,6 +337,8 @@ def ticket_cost(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> Non
         report.add("1", "peers (LangGraph, DBOS)", "not measured",
                    "install the bench extra: pip install -c constraints.txt -e '.[bench]'")
     variants = [*VARIANTS[:-1], *(PROPOSALS if proposals else ()), *peers, VARIANTS[-1]]
+    if sizes.baseline:
+        variants.insert(2, baseline_variant(lab_, sizes.baseline))
     emails = lab_.world.emails(sizes.tickets)
     spare = lab_.world.emails()[-sizes.rounds:]  # warm-up emails, never timed
     databases = [pg.create("bench_ticket", lab_.template) for _ in variants]
@@ -366,13 +382,17 @@ def _ticket_rows(lab_: Lab, report: Report, variants: list[Variant],
         report.add("1", f"{label} (s/ticket, {count} tickets)", f"{seconds:.3f}", note)
         data.append({"variant": label, "mode": mode, "server": server, "s_per_ticket": seconds,
                      "cpu_per_ticket": cpu, "wrong_outcomes": bad})
-    shipped, defaults = per[1], per[2]
+    labels = [label for label, *_ in variants]
+    shipped, defaults = per[1], per[labels.index(VARIANTS[2][0])]
+    baseline = next((per[i] for i, label in enumerate(labels) if label.startswith(
+        "our flow as shipped, at ")), None)
     report.add("1", "goal: core pipeline <= 40 ms per ticket (issue 19)",
                f"{core * 1000:.1f} ms", "HOLDS" if core <= 0.040 else "MISSED")
     report.add("1", "goal: our flow >= 10x faster than naive (issue 19)",
                f"as shipped {naive / shipped:.1f}x",
                ("HOLDS" if naive / shipped >= 10 else "MISSED")
-               + f" (with library-default settings {naive / defaults:.1f}x)")
+               + f" (with library-default settings {naive / defaults:.1f}x"
+               + (f"; the baseline checkout {naive / baseline:.1f}x" if baseline else "") + ")")
     report.data["ticket_cost"] = data
 
 
@@ -645,12 +665,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="section 1: interleaved rounds (1)")
     parser.add_argument("--memory", help="section 2: the memory batch's checkpoints, e.g. "
                         "1000,10000 (the default; --quick 100,1000; '' leaves it out)")
+    parser.add_argument("--baseline", help="section 1: also our flow as shipped from this git "
+                        "ref or folder, interleaved with this checkout's (e.g. main)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     if args.tickets:
         sizes = replace(sizes, tickets=args.tickets)
     if args.rounds:
         sizes = replace(sizes, rounds=args.rounds)
+    if args.baseline:
+        sizes = replace(sizes, baseline=args.baseline)
     if args.batch:
         sizes = replace(sizes, batch=args.batch, growth_from=min(sizes.growth_from, args.batch))
     if args.batch_compare is not None:

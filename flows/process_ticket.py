@@ -106,13 +106,16 @@ STEPS: dict[Step, Callable[[Ticket], Awaitable[object]]] = {
 }
 
 
-async def _step(ticket_id: int, wait_s: float) -> bool:
-    """Advance one state; False when the ticket must wait for a decision or for its
-    refunds to settle elsewhere."""
-    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+async def _read(ticket_id: int) -> Ticket:
+    return await in_thread(tickets.get, deps().sessions, ticket_id)
+
+
+async def _step(ticket: Ticket, wait_s: float) -> bool:
+    """Advance ``ticket`` (as just read) one state; False when it must wait for a decision or
+    for its refunds to settle elsewhere."""
     todo = next_step(State(ticket.state))
     if todo is Step.DECIDE:
-        return await wait_for_decision(ticket_id, wait_s)
+        return await wait_for_decision(ticket.id, wait_s)
     if todo is None:
         return True
     done = await STEPS[todo](ticket)
@@ -142,9 +145,10 @@ async def process_ticket(
         if email_path is None:
             raise ValueError("process_ticket needs email_path or ticket_id")
         ticket_id = await open_ticket(email_path)
-    before = (await in_thread(tickets.get, deps().sessions, ticket_id)).state
-    held = await _advance(ticket_id, approval_wait_s)
-    ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
+    ticket = await _read(ticket_id)
+    before = ticket.state
+    held = await _advance(ticket, approval_wait_s)
+    ticket = await _read(ticket_id)
     if ticket.state == State.ESCALATED.value and before != ticket.state:
         emit_escalated(ticket)
     if mail_on() and ticket.state != before:  # its reply or notice, each sent once
@@ -155,20 +159,23 @@ async def process_ticket(
     return {**result, "waiting": "global_breaker_open"} if held else result
 
 
-async def _advance(ticket_id: int, wait_s: float) -> bool:
-    """Step until the ticket ends or waits; True when the global breaker holds it."""
+async def _advance(ticket: Ticket, wait_s: float) -> bool:
+    """Step ``ticket`` (as just read) until it ends or waits; True when the global breaker
+    holds it. The ticket is read once per step, after it (issue 19: it was read twice before
+    each step)."""
+    ticket_id = ticket.id
     for _ in range(MAX_STEPS):
-        ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
         if is_terminal(State(ticket.state)):
             return False
         try:
-            if not await _step(ticket_id, wait_s):
+            if not await _step(ticket, wait_s):
                 return False
         except BudgetExceeded as exc:  # the refused call was not made
             await escalate_over_budget(ticket_id, str(exc), exc.details)
         except GlobalBreakerOpen as exc:  # the ticket keeps its state; a later run resumes it
             await hold_for_breaker(ticket_id, str(exc), exc.details)
             return True
+        ticket = await _read(ticket_id)
     # every step moves the ticket on; this many means a bug, not a slow ticket
     raise RuntimeError(f"{tickets.format_ticket_id(ticket_id)} did not settle")
 

@@ -9,6 +9,13 @@ one-certificate CA file instead. The setting only tells Prefect's API clients wh
 trust for ``https://`` and ``wss://`` connections to the Prefect API, so over plain http it
 cannot matter; for an https or remote API nothing is changed.
 
+Each new API client also asks the server for a CSRF token before its first write (one more
+request per flow run, ~10 ms on a busy machine); a server without CSRF protection (Prefect's
+default) answers 422 and the client stops asking. When the loopback server says so to one probe
+at start-up, our clients skip that request (``PREFECT_CLIENT_CSRF_SUPPORT_ENABLED=false``). The
+trade: if that server is restarted with CSRF protection on while this process runs, our writes
+fail with 403 (loudly) until the process restarts.
+
 The settings apply only inside the returned context manager (``temporary_settings``): in this
 process, never in the environment, so no subprocess, worker or deployment inherits them.
 """
@@ -21,12 +28,22 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import uuid4
 
 import certifi
-from prefect.settings import PREFECT_API_SSL_CERT_FILE, get_current_settings, temporary_settings
+import httpx
+from prefect.settings import (
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_CLIENT_CSRF_SUPPORT_ENABLED,
+    get_current_settings,
+    temporary_settings,
+)
 
 CA_FILE_NAME = "billing-recon-loopback-ca.pem"
 _BEGIN, _END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+#: What Prefect's server answers a token request with when it has CSRF protection off (the
+#: same text Prefect's client looks for).
+CSRF_OFF = "CSRF protection is disabled."
 
 
 def loopback_http(url: str | None) -> bool:
@@ -75,9 +92,25 @@ def local_client_settings() -> AbstractContextManager[Any]:
     asyncio.run(...)``), before Prefect creates a client.
     """
     settings = get_current_settings()
-    if settings.api.tls_insecure_skip_verify or not loopback_http(settings.api.url):
-        return nullcontext()  # the CA file would not be used, or it could matter
-    ca_file = loopback_ca_file(Path(settings.home))
-    if ca_file is None:
-        return nullcontext()
-    return temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: str(ca_file)})
+    if not loopback_http(settings.api.url):
+        return nullcontext()  # the CA file could matter; the CSRF probe would go off-machine
+    updates: dict[Any, Any] = {}
+    ca_file = None if settings.api.tls_insecure_skip_verify else loopback_ca_file(
+        Path(settings.home))
+    if ca_file is not None:
+        updates[PREFECT_API_SSL_CERT_FILE] = str(ca_file)
+    if settings.api.url and settings.client.csrf_support_enabled and csrf_off(settings.api.url):
+        updates[PREFECT_CLIENT_CSRF_SUPPORT_ENABLED] = False
+    return temporary_settings(updates=updates) if updates else nullcontext()
+
+
+def csrf_off(api_url: str, transport: httpx.BaseTransport | None = None) -> bool:
+    """Whether the Prefect server at ``api_url`` says it has CSRF protection off (one GET of at
+    most 2 s); False when it cannot tell (not running yet, auth required, any error)."""
+    try:
+        with httpx.Client(transport=transport, timeout=2) as client:
+            answer = client.get(f"{api_url.rstrip('/')}/csrf-token",
+                                params={"client": str(uuid4())})
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 422 and CSRF_OFF in answer.text

@@ -1,11 +1,13 @@
 """Client settings our entry points apply: a one-certificate CA file for a plain-http API on
-loopback (no CA bundle loaded per client), and nothing for any other API."""
+loopback (no CA bundle loaded per client), no CSRF token request per client when that server
+has CSRF protection off, and nothing for any other API."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect import flow, task
 from prefect.client.orchestration import PrefectClient, get_client
@@ -16,7 +18,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from billing_recon_tasks.client_settings import local_client_settings, loopback_http
+from billing_recon_tasks.client_settings import csrf_off, local_client_settings, loopback_http
 
 pytestmark = pytest.mark.flows
 
@@ -69,3 +71,40 @@ async def test_flow_and_task_runs_inside_the_settings_use_them(tmp_path: Path) -
     assert loopback_http(PREFECT_API_URL.value())  # the test harness: http on 127.0.0.1
     with temporary_settings({PREFECT_HOME: tmp_path}), local_client_settings():
         assert await _client_cas_in_flow() == (1, 1)
+
+
+def _answer(status: int, text: str) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda _request: httpx.Response(status, text=text))
+
+
+def test_a_server_is_taken_as_without_csrf_protection_only_when_it_says_so() -> None:
+    url = "http://127.0.0.1:9/api"
+    assert csrf_off(url, _answer(422, '{"detail": "CSRF protection is disabled."}'))
+    assert not csrf_off(url, _answer(200, '{"token": "t", "expiration": "2030-01-01T00:00:00Z"}'))
+    assert not csrf_off(url, _answer(401, "Unauthorized"))
+    assert not csrf_off("http://127.0.0.1:9/api")  # nobody listens: cannot tell
+
+
+@flow
+async def _two_steps() -> None:
+    await _client_cas_in_task()
+
+
+@pytest.mark.anyio
+async def test_runs_skip_the_csrf_token_request_of_a_server_without_csrf_protection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    send = httpx.AsyncHTTPTransport.handle_async_request
+
+    async def counted(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/csrf-token"):
+            asked.append(request.url.path)
+        return await send(self, request)
+
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", counted)
+    await _two_steps()  # the harness: Prefect's defaults, CSRF protection off
+    assert asked  # each client asks once before its first write
+    asked.clear()
+    with temporary_settings({PREFECT_HOME: tmp_path}), local_client_settings():
+        await _two_steps()
+    assert asked == []
