@@ -33,6 +33,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.context import SettingsContext
 from prefect.exceptions import ObjectNotFound, Pause
 from prefect.flow_engine import run_flow
 from prefect.states import Crashed, Pending
@@ -96,18 +97,27 @@ async def _has_active_run(client: PrefectClient, tag: str) -> bool:
     return live
 
 
-def _execute(flow: Flow[..., Any], flow_run: FlowRun) -> State[Any]:
+def _execute(flow: Flow[..., Any], flow_run: FlowRun,
+             settings: SettingsContext | None) -> State[Any]:
     """Run ``flow_run`` with Prefect's engine (as `python -m prefect.engine` would) until it
     ends or suspends, on this thread's own event loop and in an empty context: the batch's run
     is not its parent (a parent would be told of its suspension) and the batch's API client
-    belongs to another event loop. Prefect's settings are the process's (environment and
-    profile), as in the batch itself."""
+    belongs to another event loop. Prefect's settings are the batch's, including those its
+    entry point applied in-process (tasks.client_settings)."""
     coroutine = cast(Coroutine[Any, Any, State[Any]],
                      run_flow(flow, flow_run=flow_run, return_type="state"))
     try:
-        return contextvars.Context().run(asyncio.run, coroutine)
+        return contextvars.Context().run(_with_settings, settings, coroutine)
     except Pause as paused:  # suspended for a decision: its state says so
         return cast(State[Any], paused.state)
+
+
+def _with_settings(settings: SettingsContext | None,
+                   coroutine: Coroutine[Any, Any, State[Any]]) -> State[Any]:
+    if settings is None:
+        return asyncio.run(coroutine)
+    with SettingsContext(profile=settings.profile, settings=settings.settings):
+        return asyncio.run(coroutine)
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,8 @@ class TicketRuns:
                 self.deployment_id, tags=[tag, self.batch_tag], state=Pending(),
                 parameters={"ticket_id": ticket_id, "approval_wait_s": wait_s})
         loop = asyncio.get_running_loop()
-        final = await loop.run_in_executor(None, _execute, self.flow, run)
+        final = await loop.run_in_executor(None, _execute, self.flow, run,
+                                           SettingsContext.get())
         ticket = await in_thread(tickets.get, deps().sessions, ticket_id)
         return {**result, "state": ticket.state, "flow_run_id": str(run.id),
                 "run_state": final.name}

@@ -151,3 +151,32 @@ async def test_a_ticket_run_left_running_by_a_dead_batch_is_crashed_and_run_agai
     closed, pending = (tickets.find_by_email(world.sessions, e) for e in (hello, owed))
     assert closed is not None and closed.state == State.RECEIVED.value  # its live run has it
     assert pending is not None and pending.state == State.APPROVAL_PENDING.value
+
+
+async def test_ticket_runs_get_the_prefect_settings_the_batch_runs_with(
+        world: Deps, tmp_path: Path, deployments: dict[str, UUID],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings an entry point applies in-process (tasks.client_settings) also reach the
+    ticket runs the batch executes on its threads, each in an empty context."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, get_current_settings
+    from prefect.settings import temporary_settings as prefect_settings
+
+    from billing_recon_flows import process_ticket as ticket_module
+    from billing_recon_tasks.client_settings import loopback_ca_file
+
+    seen: list[str] = []
+
+    def probe() -> bool:  # called at the end of every ticket run that does not suspend
+        seen.append(str(get_current_settings().api.ssl_cert_file))
+        return False
+
+    monkeypatch.setattr(ticket_module, "mail_on", probe)
+    inbox, _hello, _owed = _inbox(tmp_path)
+    ca_file = loopback_ca_file(tmp_path / "only-this-batch")  # what local_client_settings sets
+    assert ca_file is not None
+    marker = str(ca_file)
+    with prefect_settings(updates={PREFECT_API_SSL_CERT_FILE: marker}):
+        async with get_client() as client:
+            batch = await _batch(client, deployments["batch"], inbox)
+    assert batch.state is not None and batch.state.is_completed(), batch.state
+    assert seen == [marker]  # the hello ticket's run; the owed one suspended before the end
