@@ -47,14 +47,21 @@ def new_event(ticket_id: int, seq: int, kind: str, source: State | None, target:
 
 
 def _bump(session: Session, ticket: Ticket, values: dict[str, Any]) -> int:
-    """Optimistic lock: advance the version only if nobody else did meanwhile."""
+    """Optimistic lock: advance the version only if nobody else did meanwhile.
+
+    The row comes back with the UPDATE (RETURNING) and refreshes ``ticket``, so after the
+    commit it holds exactly what a fresh read would (JSON round-tripped, timestamps as stored)
+    without reading it again.
+    """
     new_version = ticket.version + 1
-    result = session.execute(
+    updated = session.scalars(
         update(Ticket)
         .where(Ticket.id == ticket.id, Ticket.version == ticket.version)
         .values(version=new_version, updated_at=utcnow(), **values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(Ticket),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).all()
+    if len(updated) != 1:
         raise ConcurrentTransition(f"{format_ticket_id(ticket.id)} changed concurrently")
     return new_version
 
@@ -71,7 +78,8 @@ def transition(
     within: Callable[[Session, Ticket], None] | None = None,
     expect: State | None = None,
 ) -> Ticket:
-    """Move a ticket, validated by the FSM, with its event in the same transaction.
+    """Move a ticket, validated by the FSM, with its event in the same transaction; returns
+    the ticket as committed.
 
     ``within`` runs extra writes (ledger rows, key claims) inside that transaction.
     ``expect`` guards against acting on a stale read: the move happens only from that state.
@@ -92,7 +100,7 @@ def transition(
         seq = _bump(session, ticket, {**values, **(fields or {})})
         session.add(new_event(ticket_id, seq, "transition", source, target, reason, actor,
                               payload or {}))
-    return get(sessions, ticket_id)
+    return ticket  # as committed (``_bump``): no read after the transition
 
 
 def note_within(session: Session, ticket: Ticket, kind: str, actor: str,
