@@ -123,7 +123,8 @@ def _author(deps: Deps, ticket_id: int, actor: str, failures: list[Failure]
     return authored.script, None, authored.usage
 
 
-def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
+def analysis_attempt(deps: Deps, ticket_id: int, actor: str,
+                     known: Ticket | None = None) -> Analysis:
     """One attempt: the model writes (or repairs) a script, the sandbox runs it.
 
     A failure is logged with the script and the error, then raised as AnalysisFailed so the
@@ -131,9 +132,10 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
     failed before is not run again and stops the attempts (loop detection), and once every
     allowed attempt is logged (also across re-runs) no model call is made: both raise
     AnalysisExhausted, which the orchestrator does not retry. A sandbox that cannot run the
-    script raises SandboxUnavailable and spends no attempt (`_sandboxed`).
+    script raises SandboxUnavailable and spends no attempt (`_sandboxed`). ``known``: the
+    ticket as the caller last committed it (``tickets.current``; its scope is what is used).
     """
-    ticket = tickets.get(deps.sessions, ticket_id)
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     before = previous_attempts(deps, ticket_id)
     limit = deps.settings.budgets.analysis_retries + 1
     if len(before) >= limit:
@@ -191,13 +193,15 @@ def trip_circuit_breaker(deps: Deps, ticket_id: int, actor: str, error: str) -> 
                     {"error": error, **model_trace.trace(deps, ticket_id)})
 
 
-def verify_proposal(deps: Deps, ticket_id: int, analysis: Analysis, actor: str) -> Ticket:
+def verify_proposal(deps: Deps, ticket_id: int, analysis: Analysis, actor: str,
+                    known: Ticket | None = None) -> Ticket:
     """The trusted rules must agree with the sandbox; then propose, or close with no refund.
 
     The rules run on rows the orchestrator read itself: those the analysis attempt read and
-    sent to the sandbox as CSV (``analysis.rows``), else read afresh.
+    sent to the sandbox as CSV (``analysis.rows``), else read afresh. ``known``: the ticket
+    as the caller last committed it (``tickets.current``; its triage is what is used).
     """
-    ticket = tickets.get(deps.sessions, ticket_id)
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     tables = analysis.rows if analysis.rows is not None else scope_data(deps, ticket)
     sandbox_summary = analysis.summary
     trusted = rules_direct.trusted_summary(tables)
@@ -227,15 +231,18 @@ def _propose(deps: Deps, ticket_id: int, trusted: dict[str, Any],
         fields.update(money_owed.ticket_fields(deps.settings, proposal))
         payload.update(proposal=fields["proposal"], proposal_hash=fields["proposal_hash"])
 
-    tickets.transition(deps.sessions, ticket_id, State.ANALYZED, actor=actor, payload=payload,
-                       fields=fields, within=under_lock, expect=State.DATA_FETCHED)
-    return advance_analyzed(deps, ticket_id, actor)
+    analyzed = tickets.transition(deps.sessions, ticket_id, State.ANALYZED, actor=actor,
+                                  payload=payload, fields=fields, within=under_lock,
+                                  expect=State.DATA_FETCHED)
+    return advance_analyzed(deps, ticket_id, actor, known=analyzed)
 
 
-def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
+def advance_analyzed(deps: Deps, ticket_id: int, actor: str,
+                     known: Ticket | None = None) -> Ticket:
     """ANALYZED -> CLOSED(no_discrepancy), DUPLICATE (everything owed is another ticket's
-    already) or APPROVAL_PENDING (also used after a crash)."""
-    ticket = tickets.get(deps.sessions, ticket_id)
+    already) or APPROVAL_PENDING (also used after a crash). ``known``: the ticket as the
+    caller last committed it (``tickets.current``)."""
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     proposal = Proposal.model_validate(ticket.proposal)
     if proposal.total() == Decimal(0) and proposal.covered:
         return _covered_elsewhere(deps, ticket, proposal, actor)

@@ -52,9 +52,13 @@ def _reject(deps: Deps, ticket_id: int, reason: Reason, actor: str, payload: dic
                               actor=actor, payload=payload, expect=State.TRIAGED)
 
 
-def fetch_invoices(deps: Deps, ticket_id: int, actor: str) -> Ticket:
-    """TRIAGED -> DATA_FETCHED, REJECTED(...) or DUPLICATE (race-safe on the ticket key)."""
-    ticket = tickets.get(deps.sessions, ticket_id)
+def fetch_invoices(deps: Deps, ticket_id: int, actor: str,
+                   known: Ticket | None = None) -> Ticket:
+    """TRIAGED -> DATA_FETCHED, REJECTED(...) or DUPLICATE (race-safe on the ticket key).
+
+    ``known``: the ticket as the caller last committed it (``tickets.current``).
+    """
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     referenced = list((ticket.triage or {}).get("invoice_ids", []))
     with deps.sessions() as session:
         customer = billing.customer_by_email(session, ticket.sender)

@@ -37,6 +37,15 @@ def get(sessions: Sessions, ticket_id: int) -> Ticket:
     return ticket
 
 
+def current(sessions: Sessions, ticket_id: int, known: Ticket | None) -> Ticket:
+    """The ticket: ``known`` when the caller has it as its own last transition committed it
+    (``transition`` returns that), else read. A concurrent change meanwhile is still caught
+    by the next transition's ``expect`` guard and version lock."""
+    if known is not None and known.id == ticket_id:
+        return known
+    return get(sessions, ticket_id)
+
+
 def new_event(ticket_id: int, seq: int, kind: str, source: State | None, target: State | None,
               reason: Reason | None, actor: str, payload: dict[str, Any]) -> TicketEvent:
     """An event row of the ticket's log (the caller adds it in its transaction)."""
