@@ -144,6 +144,32 @@ def test_ticket_key_has_one_owner_under_races(sessions: sessionmaker[Session]) -
     assert len(owners) == 1
 
 
+def test_a_taken_ticket_key_stays_its_first_owners(sessions: sessionmaker[Session]) -> None:
+    first, second = (_open(sessions, RAW.replace(b"m1@x", f"m{i}@x".encode())) for i in (1, 2))
+    with sessions() as session, session.begin():
+        assert tickets.claim_key(session, "key-1", first) == first
+    with sessions() as session, session.begin():
+        assert tickets.claim_key(session, "key-1", second) == first
+
+
+def test_a_free_ticket_key_is_claimed_in_one_statement_without_a_savepoint(
+        sessions: sessionmaker[Session]) -> None:
+    tid = _open(sessions)
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        seen.append(sql.split()[0].upper())
+
+    engine = sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        with sessions() as session, session.begin():
+            assert tickets.claim_key(session, "key-1", tid) == tid
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+    assert seen == ["INSERT"]
+
+
 def test_event_log_is_append_only_numbered(sessions: sessionmaker[Session]) -> None:
     tid = _open(sessions)
     tickets.note(sessions, tid, "analysis_attempt", "t", {"n": 1})

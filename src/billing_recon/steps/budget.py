@@ -141,12 +141,11 @@ class MeteredModel:
 
         def add_call(session: Session, _ticket: Ticket) -> None:
             # The call and its event commit together (one transaction per model call).
-            row = model_calls.add_within(session, ModelCall(
+            payload["call_id"] = model_calls.add_within(session, dict(
                 ticket_id=self._ticket_id, agent=call.agent, input_hash=call.digest,
                 model=model, output=output, error=error, prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens, usage_reported=usage.reported,
                 cost_usd=cost))
-            payload["call_id"] = row.id
 
         tickets.note(self._deps.sessions, self._ticket_id, CALL, self._actor, payload,
                      within=add_call)

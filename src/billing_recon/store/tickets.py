@@ -17,6 +17,7 @@ from billing_recon.domain.ticket_id import format_ticket_id as format_ticket_id
 from billing_recon.domain.ticket_id import parse_ticket_id as parse_ticket_id
 from billing_recon.errors import ConcurrentTransition, UserInputError
 from billing_recon.store.models import Ticket, TicketEvent, TicketKeyClaim
+from billing_recon.store.new_rows import insert_new
 from billing_recon.store.types import utcnow
 
 Sessions = sessionmaker[Session]
@@ -154,21 +155,18 @@ def events(sessions: Sessions, ticket_id: int, kind: str | None = None) -> list[
 
 
 def claim_key(session: Session, ticket_key: str, ticket_id: int) -> int:
-    """Claim a ticket key inside the caller's transaction; returns the owner's ticket id."""
+    """Claim a ticket key inside the caller's transaction; returns the owner's ticket id (one
+    statement when the key is free: ``store.new_rows``)."""
+    claimed = session.scalar(insert_new(session, TicketKeyClaim, {
+        "ticket_key": ticket_key, "ticket_id": ticket_id}, ["ticket_key"])
+        .returning(TicketKeyClaim.ticket_id))
+    if claimed is not None:
+        return claimed
     owner = session.scalar(select(TicketKeyClaim.ticket_id).where(
         TicketKeyClaim.ticket_key == ticket_key))
-    if owner is not None:
-        return owner
-    try:
-        with session.begin_nested():
-            session.add(TicketKeyClaim(ticket_key=ticket_key, ticket_id=ticket_id))
-    except IntegrityError:
-        owner = session.scalar(select(TicketKeyClaim.ticket_id).where(
-            TicketKeyClaim.ticket_key == ticket_key))
-        if owner is None:
-            raise
-        return owner
-    return ticket_id
+    if owner is None:  # claims are never deleted: the owner's claim must be there
+        raise ConcurrentTransition(f"ticket key {ticket_key} is claimed but has no owner")
+    return owner
 
 
 def in_state(sessions: Sessions, *states: State) -> list[Ticket]:
