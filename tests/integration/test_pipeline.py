@@ -20,7 +20,7 @@ from billing_recon.steps import intake
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon.store.csv_loader import load_directory
-from billing_recon.store.models import Ticket
+from billing_recon.store.models import Ticket, TicketKeyClaim
 from billing_recon.store.sample_data import generate
 
 
@@ -85,6 +85,25 @@ def test_each_step_starts_from_the_ticket_the_previous_one_committed(
     assert ticket.state == "APPROVAL_PENDING"
     # the ticket's row is read only under the lock of a write to it (a transition, an event)
     assert counted.reads == counted.updates > 0
+
+
+def test_the_ticket_key_is_claimed_in_the_commit_that_moves_to_data_fetched(
+        sample_world: tuple[Deps, Path, dict[str, Any]]) -> None:
+    deps, inbox, truth = sample_world
+    path = next(p for p in sorted(inbox.glob("*.eml"))
+                if truth[p.name]["expected_state"] == "APPROVAL_PENDING")
+    ticket = intake.open_ticket(deps, path.read_bytes(), str(path)).ticket
+    ticket = pipeline.step(deps, ticket)
+    commits: list[object] = []
+    engine, committed = deps.sessions.kw["bind"], commits.append
+    event.listen(engine, "commit", committed)
+    try:
+        fetched = pipeline.step(deps, ticket)
+    finally:
+        event.remove(engine, "commit", committed)
+    assert (fetched.state, len(commits)) == ("DATA_FETCHED", 1)
+    with deps.sessions() as session:
+        assert session.get(TicketKeyClaim, fetched.ticket_key).ticket_id == fetched.id
 
 
 def test_a_step_given_a_ticket_changed_since_moves_nothing(
