@@ -33,12 +33,6 @@ def _recorded(ticket_id: int, agent: str, input_hash: str) -> Select[tuple[Model
                                    ModelCall.input_hash == input_hash)
 
 
-def find(sessions: Sessions, ticket_id: int, agent: str, input_hash: str) -> ModelCall | None:
-    """The recorded call of this ticket with this exact input, if any."""
-    with sessions() as session:
-        return session.scalar(_recorded(ticket_id, agent, input_hash))
-
-
 def add_within(session: Session, call: dict[str, Any]) -> int:
     """Record a call (``ModelCall``'s columns) inside the caller's transaction; its id. If a
     concurrent run recorded the same input first, theirs is kept and its id returned (one
@@ -77,18 +71,25 @@ class Reading:
     escalations_since: int
 
 
-def reading(sessions: Sessions, ticket_id: int, since: datetime,
-            reasons: Iterable[str]) -> Reading:
-    """The ticket's spend, and every ticket's tokens and model escalations (of ``reasons``)
-    since ``since``, in one round trip."""
+def find_or_read(sessions: Sessions, ticket_id: int, agent: str, input_hash: str,
+                 since: datetime, reasons: Iterable[str]) -> ModelCall | Reading:
+    """The recorded call of this ticket with this exact input, else (none) what a new call is
+    checked against: the ticket's spend, and every ticket's tokens and model escalations (of
+    ``reasons``) since ``since``. One session: one transaction's begin and end for both."""
     with sessions() as session:
-        calls, tokens, window_tokens, escalations = session.execute(select(
-            select(func.count(ModelCall.id)).where(ModelCall.ticket_id == ticket_id)
-            .scalar_subquery(),
-            select(_TOKENS).where(ModelCall.ticket_id == ticket_id).scalar_subquery(),
-            select(_TOKENS).where(ModelCall.created_at >= since).scalar_subquery(),
-            select(func.count(TicketEvent.id)).where(*_escalated(since, reasons))
-            .scalar_subquery())).one()
+        found = session.scalar(_recorded(ticket_id, agent, input_hash))
+        return found if found is not None else _reading(session, ticket_id, since, reasons)
+
+
+def _reading(session: Session, ticket_id: int, since: datetime,
+             reasons: Iterable[str]) -> Reading:
+    calls, tokens, window_tokens, escalations = session.execute(select(
+        select(func.count(ModelCall.id)).where(ModelCall.ticket_id == ticket_id)
+        .scalar_subquery(),
+        select(_TOKENS).where(ModelCall.ticket_id == ticket_id).scalar_subquery(),
+        select(_TOKENS).where(ModelCall.created_at >= since).scalar_subquery(),
+        select(func.count(TicketEvent.id)).where(*_escalated(since, reasons))
+        .scalar_subquery())).one()
     return Reading(Spend(int(calls), int(tokens)), int(window_tokens or 0), int(escalations or 0))
 
 
