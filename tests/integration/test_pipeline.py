@@ -16,9 +16,9 @@ from billing_recon import pipeline, runtime
 from billing_recon.domain.fsm import State
 from billing_recon.errors import ConcurrentTransition
 from billing_recon.ground_truth import matches
-from billing_recon.steps import intake
+from billing_recon.steps import intake, reconciliation
 from billing_recon.steps.deps import Deps
-from billing_recon.store import tickets
+from billing_recon.store import commitments, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket, TicketKeyClaim
 from billing_recon.store.sample_data import generate
@@ -83,8 +83,8 @@ def test_each_step_starts_from_the_ticket_the_previous_one_committed(
     finally:
         counted.close()
     assert ticket.state == "APPROVAL_PENDING"
-    # the ticket's row is read only under the lock of a write to it (a transition, an event)
-    assert counted.reads == counted.updates > 0
+    # the ticket's row is read only under the lock of writes to it (transitions, events)
+    assert 0 < counted.reads <= counted.updates
 
 
 def test_the_ticket_key_is_claimed_in_the_commit_that_moves_to_data_fetched(
@@ -104,6 +104,29 @@ def test_the_ticket_key_is_claimed_in_the_commit_that_moves_to_data_fetched(
     assert (fetched.state, len(commits)) == ("DATA_FETCHED", 1)
     with deps.sessions() as session:
         assert session.get(TicketKeyClaim, fetched.ticket_key).ticket_id == fetched.id
+
+
+def test_a_proposed_refund_awaits_approval_in_the_commit_that_records_it(
+        sample_world: tuple[Deps, Path, dict[str, Any]]) -> None:
+    deps, inbox, truth = sample_world
+    path = next(p for p in sorted(inbox.glob("*.eml"))
+                if truth[p.name]["expected_state"] == "APPROVAL_PENDING")
+    ticket = intake.open_ticket(deps, path.read_bytes(), str(path)).ticket
+    while ticket.state != "DATA_FETCHED":
+        ticket = pipeline.step(deps, ticket)
+    analysis = reconciliation.analysis_attempt(deps, ticket.id, "test")
+    commits: list[object] = []
+    engine, committed = deps.sessions.kw["bind"], commits.append
+    commitments.prepare(engine)  # the first proposal of a process creates a table first
+    event.listen(engine, "commit", committed)
+    try:
+        pending = reconciliation.verify_proposal(deps, ticket.id, analysis, "test")
+    finally:
+        event.remove(engine, "commit", committed)
+    assert (pending.state, len(commits)) == ("APPROVAL_PENDING", 1)
+    moves = tickets.events(deps.sessions, ticket.id, "transition")
+    assert [e.to_state for e in moves][-2:] == ["ANALYZED", "APPROVAL_PENDING"]
+    assert moves[-1].payload["proposal_hash"] == pending.proposal_hash is not None
 
 
 def test_a_step_given_a_ticket_changed_since_moves_nothing(

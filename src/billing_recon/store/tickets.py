@@ -76,6 +76,31 @@ def _bump(session: Session, ticket: Ticket, values: dict[str, Any]) -> int:
     return new_version
 
 
+def lock(session: Session, ticket_id: int, expect: State | None = None) -> Ticket:
+    """The ticket's row, locked for the rest of the caller's transaction; ``expect``: the
+    state it must be in (ConcurrentTransition otherwise: the caller read a stale ticket)."""
+    ticket = session.get(Ticket, ticket_id, with_for_update=True)
+    if ticket is None:
+        raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
+    if expect is not None and ticket.state != expect.value:
+        raise ConcurrentTransition(
+            f"{format_ticket_id(ticket_id)} is {ticket.state}, expected {expect.value}")
+    return ticket
+
+
+def move_within(session: Session, ticket: Ticket, target: State, *, actor: str,
+                reason: Reason | None = None, payload: dict[str, Any] | None = None,
+                fields: dict[str, Any] | None = None) -> None:
+    """Move a ticket the caller holds ``lock``ed, validated by the FSM, with its event, in
+    the caller's transaction; ``ticket`` then holds what the commit will (``_bump``)."""
+    source = State(ticket.state)
+    check_transition(source, target, reason)
+    values = {"state": target.value, "reason": reason.value if reason else None}
+    seq = _bump(session, ticket, {**values, **(fields or {})})
+    session.add(new_event(ticket.id, seq, "transition", source, target, reason, actor,
+                          payload or {}))
+
+
 def transition(
     sessions: Sessions,
     ticket_id: int,
@@ -95,21 +120,12 @@ def transition(
     ``expect`` guards against acting on a stale read: the move happens only from that state.
     """
     with sessions() as session, session.begin():
-        ticket = session.get(Ticket, ticket_id, with_for_update=True)
-        if ticket is None:
-            raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
-        source = State(ticket.state)
-        if expect is not None and source != expect:
-            raise ConcurrentTransition(
-                f"{format_ticket_id(ticket_id)} is {source.value}, expected {expect.value}"
-            )
-        check_transition(source, target, reason)
+        ticket = lock(session, ticket_id, expect)
+        check_transition(State(ticket.state), target, reason)
         if within is not None:
             within(session, ticket)
-        values = {"state": target.value, "reason": reason.value if reason else None}
-        seq = _bump(session, ticket, {**values, **(fields or {})})
-        session.add(new_event(ticket_id, seq, "transition", source, target, reason, actor,
-                              payload or {}))
+        move_within(session, ticket, target, actor=actor, reason=reason, payload=payload,
+                    fields=fields)
     return ticket  # as committed (``_bump``): no read after the transition
 
 
