@@ -7,8 +7,8 @@ this virtualenv (bench/checkouts.py) in a child process: the same replicated sam
 fresh billing database per round (SQLite in a temporary folder, or a throw-away PostgreSQL
 database with ``--pg``), one warm-up email, then ``--tickets`` emails through
 ``billing_recon.pipeline.process_email``. Rounds alternate the checkouts so both see the same
-load. Prints wall and CPU milliseconds per ticket, SQL statements per ticket and how many
-tickets ended as the ground truth says, per checkout (median of the rounds).
+load. Prints wall and CPU milliseconds per ticket, SQL statements and commits per ticket and
+how many tickets ended as the ground truth says, per checkout (median of the rounds).
 """
 
 from __future__ import annotations
@@ -43,17 +43,21 @@ sample = w.World(Path(sys.argv[2]), Path(sys.argv[3]), json.loads(Path(sys.argv[
 emails = sample.emails(int(sys.argv[5]))
 deps = runtime.build(load())
 load_directory(deps.sessions, sample.data_dir)
-count = [0]
+count = [0, 0]
 def counted(*_):
     count[0] += 1
+def committed(*_):
+    count[1] += 1
 event.listen(deps.sessions.kw["bind"], "before_cursor_execute", counted)
+event.listen(deps.sessions.kw["bind"], "commit", committed)
 pipeline.process_email(deps, sample.emails()[-1].read_bytes(), "warm-up")
-count[0] = 0
+count[0] = count[1] = 0
 wall, cpu = time.perf_counter(), time.process_time()
 ended = [pipeline.process_email(deps, p.read_bytes(), str(p)) for p in emails]
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 right = sum(ground_truth.matches(sample.ground_truth[p.name], t) for p, t in zip(emails, ended))
-print(json.dumps({"wall": wall, "cpu": cpu, "statements": count[0], "right": right,
+print(json.dumps({"wall": wall, "cpu": cpu, "statements": count[0], "commits": count[1],
+                  "right": right,
                   "n": len(emails)}))
 """
 
@@ -105,13 +109,13 @@ def main() -> int:
     print(f"core pipeline, {args.tickets} tickets, {args.rounds} rounds, "
           f"{'PostgreSQL' if args.pg else 'SQLite'}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'checkout':<12} {'wall ms/ticket':>15} {'CPU ms/ticket':>14} "
-          f"{'statements/ticket':>18} {'right':>7}")
+          f"{'statements/ticket':>18} {'commits/ticket':>15} {'right':>7}")
     for spec, runs in results.items():
         n = runs[0]["n"]
         wall = statistics.median(r["wall"] for r in runs) / n * 1000
         cpu = statistics.median(r["cpu"] for r in runs) / n * 1000
         print(f"{spec:<12} {wall:>15.1f} {cpu:>14.1f} {runs[0]['statements'] / n:>18.1f} "
-              f"{min(r['right'] for r in runs):>4}/{n}")
+              f"{runs[0]['commits'] / n:>15.1f} {min(r['right'] for r in runs):>4}/{n}")
     return 0
 
 

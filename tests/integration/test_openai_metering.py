@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from billing_recon import runtime
 from billing_recon.agents.schemas import TriageOutput
@@ -66,6 +66,23 @@ def test_same_question_on_a_rerun_reuses_the_recorded_answer(
     other = _ticket(deps, "m2")  # the same question for another ticket is its own call
     metered(deps, other, "test").complete("triage", _ask("INV-000001"), TriageOutput)
     assert chat_server.calls() == 2
+
+
+def test_a_new_call_checks_replay_budget_and_breaker_in_one_read_transaction(
+        make_deps: MakeDeps, chat_server: ChatServer) -> None:
+    deps = make_deps()
+    tid = _ticket(deps)
+    ended: list[str] = []
+    engine = deps.sessions.kw["bind"]
+    rolled, committed = (lambda _c: ended.append("read")), (lambda _c: ended.append("write"))
+    event.listen(engine, "rollback", rolled)
+    event.listen(engine, "commit", committed)
+    try:
+        metered(deps, tid, "test").complete("triage", _ask("INV-000001"), TriageOutput)
+    finally:
+        event.remove(engine, "rollback", rolled)
+        event.remove(engine, "commit", committed)
+    assert ended == ["read", "write"] and chat_server.calls() == 1
 
 
 def test_every_call_is_logged_with_its_usage_and_cost(

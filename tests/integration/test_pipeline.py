@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,12 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from billing_recon import pipeline, runtime
+from billing_recon.domain.fsm import State
+from billing_recon.errors import ConcurrentTransition
 from billing_recon.ground_truth import matches
+from billing_recon.steps import intake, reconciliation
 from billing_recon.steps.deps import Deps
-from billing_recon.store import tickets
+from billing_recon.store import commitments, tickets
 from billing_recon.store.csv_loader import load_directory
+from billing_recon.store.models import Ticket, TicketKeyClaim
 from billing_recon.store.sample_data import generate
 
 
@@ -39,7 +45,101 @@ def test_every_sample_email_settles_as_its_ground_truth_says(
     for path in sorted(inbox.glob("*.eml")):
         ticket = pipeline.process_email(deps, path.read_bytes(), str(path))
         assert matches(truth[path.name], ticket), (path.name, ticket.state, ticket.reason)
+        # what it returns is the committed ticket, though no step read it after its writes
+        assert _columns(ticket) == _columns(tickets.get(deps.sessions, ticket.id))
     assert tickets.count(deps.sessions) == len(truth)
+
+
+def _columns(ticket: Ticket) -> dict[str, Any]:
+    return {c.key: getattr(ticket, c.key) for c in Ticket.__table__.columns}
+
+
+class _TicketRowStatements:
+    """Counts reads of one ticket row by its id, and updates of ticket rows."""
+
+    READ = re.compile(r"FROM tickets\s+WHERE tickets\.id = ")
+
+    def __init__(self, engine: Engine) -> None:
+        self.reads = self.updates = 0
+        self._engine = engine
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.reads += bool(self.READ.search(statement))
+        self.updates += statement.startswith("UPDATE tickets")
+
+    def close(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._seen)
+
+
+def test_each_step_starts_from_the_ticket_the_previous_one_committed(
+        sample_world: tuple[Deps, Path, dict[str, Any]]) -> None:
+    deps, inbox, truth = sample_world
+    path = next(p for p in sorted(inbox.glob("*.eml"))
+                if truth[p.name]["expected_state"] == "APPROVAL_PENDING")
+    counted = _TicketRowStatements(deps.sessions.kw["bind"])
+    try:
+        ticket = pipeline.process_email(deps, path.read_bytes(), str(path))
+    finally:
+        counted.close()
+    assert ticket.state == "APPROVAL_PENDING"
+    # the ticket's row is read only under the lock of writes to it (transitions, events)
+    assert 0 < counted.reads <= counted.updates
+
+
+def test_the_ticket_key_is_claimed_in_the_commit_that_moves_to_data_fetched(
+        sample_world: tuple[Deps, Path, dict[str, Any]]) -> None:
+    deps, inbox, truth = sample_world
+    path = next(p for p in sorted(inbox.glob("*.eml"))
+                if truth[p.name]["expected_state"] == "APPROVAL_PENDING")
+    ticket = intake.open_ticket(deps, path.read_bytes(), str(path)).ticket
+    ticket = pipeline.step(deps, ticket)
+    commits: list[object] = []
+    engine, committed = deps.sessions.kw["bind"], commits.append
+    event.listen(engine, "commit", committed)
+    try:
+        fetched = pipeline.step(deps, ticket)
+    finally:
+        event.remove(engine, "commit", committed)
+    assert (fetched.state, len(commits)) == ("DATA_FETCHED", 1)
+    with deps.sessions() as session:
+        assert session.get(TicketKeyClaim, fetched.ticket_key).ticket_id == fetched.id
+
+
+def test_a_proposed_refund_awaits_approval_in_the_commit_that_records_it(
+        sample_world: tuple[Deps, Path, dict[str, Any]]) -> None:
+    deps, inbox, truth = sample_world
+    path = next(p for p in sorted(inbox.glob("*.eml"))
+                if truth[p.name]["expected_state"] == "APPROVAL_PENDING")
+    ticket = intake.open_ticket(deps, path.read_bytes(), str(path)).ticket
+    while ticket.state != "DATA_FETCHED":
+        ticket = pipeline.step(deps, ticket)
+    analysis = reconciliation.analysis_attempt(deps, ticket.id, "test")
+    commits: list[object] = []
+    engine, committed = deps.sessions.kw["bind"], commits.append
+    commitments.prepare(engine)  # the first proposal of a process creates a table first
+    event.listen(engine, "commit", committed)
+    try:
+        pending = reconciliation.verify_proposal(deps, ticket.id, analysis, "test")
+    finally:
+        event.remove(engine, "commit", committed)
+    assert (pending.state, len(commits)) == ("APPROVAL_PENDING", 1)
+    moves = tickets.events(deps.sessions, ticket.id, "transition")
+    assert [e.to_state for e in moves][-2:] == ["ANALYZED", "APPROVAL_PENDING"]
+    assert moves[-1].payload["proposal_hash"] == pending.proposal_hash is not None
+
+
+def test_a_step_given_a_ticket_changed_since_moves_nothing(
+        sample_world: tuple[Deps, Path, dict[str, Any]]) -> None:
+    deps, inbox, _ = sample_world
+    path = sorted(inbox.glob("*.eml"))[0]
+    stale = intake.open_ticket(deps, path.read_bytes(), str(path)).ticket
+    tickets.transition(deps.sessions, stale.id, State.TRIAGED, actor="someone else",
+                       fields={"triage": {"invoice_ids": []}})
+    with pytest.raises(ConcurrentTransition):
+        pipeline.step(deps, stale)  # it still says RECEIVED: triage again
+    assert [e.actor for e in tickets.events(deps.sessions, stale.id, "transition")] == [
+        "open_ticket", "someone else"]
 
 
 def test_an_email_seen_before_resumes_its_settled_ticket_without_new_work(

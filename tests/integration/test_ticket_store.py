@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.domain.email import parse_email
@@ -17,6 +17,7 @@ from billing_recon.errors import ConcurrentTransition, IllegalTransition
 from billing_recon.steps import intake
 from billing_recon.store import inbox, tickets
 from billing_recon.store.models import InboundEmail, Ticket, TicketEvent
+from billing_recon.store.types import utcnow
 from tests.bad_mail import INTAKE, corpus, oversized_email
 
 RAW = b"From: a@x.com\r\nSubject: hi\r\nMessage-ID: <m1@x>\r\n\r\nINV-000001\r\n"
@@ -50,6 +51,38 @@ def test_transition_writes_state_and_event_together(sessions: sessionmaker[Sessi
     assert [(e.from_state, e.to_state) for e in log] == [(None, "RECEIVED"),
                                                          ("RECEIVED", "TRIAGED")]
     assert log[-1].payload == {"x": 1} and log[-1].actor == "t"
+
+
+def _columns(ticket: Ticket) -> dict[str, Any]:
+    return {c.key: getattr(ticket, c.key) for c in Ticket.__table__.columns}
+
+
+def test_transition_returns_the_ticket_exactly_as_a_fresh_read_gives_it(
+        sessions: sessionmaker[Session]) -> None:
+    tid = _open(sessions)
+    # A tuple comes back from JSON as a list: the returned ticket must hold what was stored.
+    fields = {"triage": {"invoice_ids": ("INV-1", "INV-2"), "n": 1},
+              "approval_deadline": utcnow(), "subject": "changed"}
+    moved = tickets.transition(sessions, tid, State.TRIAGED, actor="t", fields=fields)
+    assert _columns(moved) == _columns(tickets.get(sessions, tid))
+    assert moved.triage == {"invoice_ids": ["INV-1", "INV-2"], "n": 1} and moved.version == 2
+
+
+def test_transition_reads_the_ticket_once_and_not_again_after_its_commit(
+        sessions: sessionmaker[Session]) -> None:
+    tid = _open(sessions)
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        seen.append(sql.split()[0].upper())
+
+    engine = sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        tickets.transition(sessions, tid, State.TRIAGED, actor="t")
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+    assert seen == ["SELECT", "UPDATE", "INSERT"]
 
 
 def test_illegal_transition_raises_and_writes_nothing(sessions: sessionmaker[Session]) -> None:
@@ -109,6 +142,32 @@ def test_ticket_key_has_one_owner_under_races(sessions: sessionmaker[Session]) -
     with ThreadPoolExecutor(6) as pool:
         owners = set(pool.map(claim, ids))
     assert len(owners) == 1
+
+
+def test_a_taken_ticket_key_stays_its_first_owners(sessions: sessionmaker[Session]) -> None:
+    first, second = (_open(sessions, RAW.replace(b"m1@x", f"m{i}@x".encode())) for i in (1, 2))
+    with sessions() as session, session.begin():
+        assert tickets.claim_key(session, "key-1", first) == first
+    with sessions() as session, session.begin():
+        assert tickets.claim_key(session, "key-1", second) == first
+
+
+def test_a_free_ticket_key_is_claimed_in_one_statement_without_a_savepoint(
+        sessions: sessionmaker[Session]) -> None:
+    tid = _open(sessions)
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        seen.append(sql.split()[0].upper())
+
+    engine = sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        with sessions() as session, session.begin():
+            assert tickets.claim_key(session, "key-1", tid) == tid
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+    assert seen == ["INSERT"]
 
 
 def test_event_log_is_append_only_numbered(sessions: sessionmaker[Session]) -> None:

@@ -15,7 +15,7 @@ wraps whatever model is configured (offline included), in this order:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -45,10 +45,9 @@ def breaker_reading(deps: Deps, reading: model_calls.Reading) -> dict[str, Any]:
             "max_tokens": budget.breaker_max_tokens}
 
 
-def read_spend(deps: Deps, ticket_id: int) -> model_calls.Reading:
-    """The ticket's spend and the breaker's window, in one statement."""
-    since = utcnow() - timedelta(seconds=deps.settings.budgets.breaker_window_s)
-    return model_calls.reading(deps.sessions, ticket_id, since, MODEL_ESCALATIONS)
+def _window_start(deps: Deps) -> datetime:
+    return utcnow() - timedelta(seconds=deps.settings.budgets.breaker_window_s)
+
 
 
 def check_breaker(deps: Deps, reading: model_calls.Reading) -> None:
@@ -100,10 +99,11 @@ class MeteredModel:
         """Replay a recorded answer, or make a call the breaker and the budget allow."""
         call = _Call(agent, input_hash(agent, messages, schema), prompt_bound(messages, schema),
                      self._deps.settings.llm.output_cap(agent))
-        recorded = model_calls.find(self._deps.sessions, self._ticket_id, agent, call.digest)
-        if recorded is not None:
-            return self._replay(recorded, schema)
-        reading = read_spend(self._deps, self._ticket_id)
+        reading = model_calls.find_or_read(self._deps.sessions, self._ticket_id, agent,
+                                           call.digest, _window_start(self._deps),
+                                           MODEL_ESCALATIONS)
+        if isinstance(reading, ModelCall):  # recorded: replayed, not paid again
+            return self._replay(reading, schema)
         check_breaker(self._deps, reading)
         check_budget(self._deps, reading.spend, agent, call.bound)
         try:
@@ -141,12 +141,11 @@ class MeteredModel:
 
         def add_call(session: Session, _ticket: Ticket) -> None:
             # The call and its event commit together (one transaction per model call).
-            row = model_calls.add_within(session, ModelCall(
+            payload["call_id"] = model_calls.add_within(session, dict(
                 ticket_id=self._ticket_id, agent=call.agent, input_hash=call.digest,
                 model=model, output=output, error=error, prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens, usage_reported=usage.reported,
                 cost_usd=cost))
-            payload["call_id"] = row.id
 
         tickets.note(self._deps.sessions, self._ticket_id, CALL, self._actor, payload,
                      within=add_call)

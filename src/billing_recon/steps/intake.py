@@ -81,13 +81,14 @@ def raw_email(deps: Deps, ticket: Ticket) -> bytes:
     return row.raw
 
 
-def run_triage(deps: Deps, ticket_id: int, actor: str) -> Ticket:
+def run_triage(deps: Deps, ticket_id: int, actor: str, known: Ticket | None = None) -> Ticket:
     """RECEIVED -> TRIAGED, then CLOSED(not_billing) when the email is not about billing.
 
     An unusable model answer escalates (internal_error): nothing downstream may guess the scope.
-    Budget and breaker refusals propagate for the orchestrator to act on.
+    Budget and breaker refusals propagate for the orchestrator to act on. ``known``: the
+    ticket as the caller last committed it (``tickets.current``).
     """
-    ticket = tickets.get(deps.sessions, ticket_id)
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     model = metered(deps, ticket_id, actor)
     try:
         result = triage(model, parse_email(raw_email(deps, ticket)))

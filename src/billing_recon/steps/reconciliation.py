@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-from sqlalchemy.orm import Session
 
 from billing_recon.agents.analysis import Failure, author_script
 from billing_recon.domain import rules_direct
@@ -123,7 +122,8 @@ def _author(deps: Deps, ticket_id: int, actor: str, failures: list[Failure]
     return authored.script, None, authored.usage
 
 
-def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
+def analysis_attempt(deps: Deps, ticket_id: int, actor: str,
+                     known: Ticket | None = None) -> Analysis:
     """One attempt: the model writes (or repairs) a script, the sandbox runs it.
 
     A failure is logged with the script and the error, then raised as AnalysisFailed so the
@@ -131,9 +131,10 @@ def analysis_attempt(deps: Deps, ticket_id: int, actor: str) -> Analysis:
     failed before is not run again and stops the attempts (loop detection), and once every
     allowed attempt is logged (also across re-runs) no model call is made: both raise
     AnalysisExhausted, which the orchestrator does not retry. A sandbox that cannot run the
-    script raises SandboxUnavailable and spends no attempt (`_sandboxed`).
+    script raises SandboxUnavailable and spends no attempt (`_sandboxed`). ``known``: the
+    ticket as the caller last committed it (``tickets.current``; its scope is what is used).
     """
-    ticket = tickets.get(deps.sessions, ticket_id)
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     before = previous_attempts(deps, ticket_id)
     limit = deps.settings.budgets.analysis_retries + 1
     if len(before) >= limit:
@@ -191,13 +192,15 @@ def trip_circuit_breaker(deps: Deps, ticket_id: int, actor: str, error: str) -> 
                     {"error": error, **model_trace.trace(deps, ticket_id)})
 
 
-def verify_proposal(deps: Deps, ticket_id: int, analysis: Analysis, actor: str) -> Ticket:
+def verify_proposal(deps: Deps, ticket_id: int, analysis: Analysis, actor: str,
+                    known: Ticket | None = None) -> Ticket:
     """The trusted rules must agree with the sandbox; then propose, or close with no refund.
 
     The rules run on rows the orchestrator read itself: those the analysis attempt read and
-    sent to the sandbox as CSV (``analysis.rows``), else read afresh.
+    sent to the sandbox as CSV (``analysis.rows``), else read afresh. ``known``: the ticket
+    as the caller last committed it (``tickets.current``; its triage is what is used).
     """
-    ticket = tickets.get(deps.sessions, ticket_id)
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     tables = analysis.rows if analysis.rows is not None else scope_data(deps, ticket)
     sandbox_summary = analysis.summary
     trusted = rules_direct.trusted_summary(tables)
@@ -216,26 +219,40 @@ def verify_proposal(deps: Deps, ticket_id: int, analysis: Analysis, actor: str) 
 def _propose(deps: Deps, ticket_id: int, trusted: dict[str, Any],
              tables: dict[str, pd.DataFrame], claimed: list[str], actor: str) -> Ticket:
     """DATA_FETCHED -> ANALYZED with the proposal, made under the customer's money lock so two
-    overlapping tickets never count the same money (steps/money_owed.py)."""
-    fields: dict[str, Any] = {}
-    payload: dict[str, Any] = {"reconciliation": trusted}
+    overlapping tickets never count the same money (steps/money_owed.py); a proposal with
+    money to refund moves on to APPROVAL_PENDING in the same transaction (one commit for
+    both moves, each with its event), any other goes on through ``advance_analyzed``."""
     commitments.prepare(deps.sessions.kw["bind"])
-
-    def under_lock(session: Session, ticket: Ticket) -> None:
+    with deps.sessions() as session, session.begin():
+        ticket = tickets.lock(session, ticket_id, State.DATA_FETCHED)
         commitments.lock_customer(session, ticket.customer_id or "")
         proposal = money_owed.propose(session, deps.settings, ticket, trusted, tables, claimed)
-        fields.update(money_owed.ticket_fields(deps.settings, proposal))
-        payload.update(proposal=fields["proposal"], proposal_hash=fields["proposal_hash"])
+        fields = money_owed.ticket_fields(deps.settings, proposal)
+        tickets.move_within(session, ticket, State.ANALYZED, actor=actor, fields=fields,
+                            payload={"reconciliation": trusted, "proposal": fields["proposal"],
+                                     "proposal_hash": fields["proposal_hash"]})
+        if Proposal.model_validate(ticket.proposal).total() != Decimal(0):
+            payload, pending = _pending_fields(deps, ticket)
+            tickets.move_within(session, ticket, State.APPROVAL_PENDING, actor=actor,
+                                payload=payload, fields=pending)
+    if ticket.state == State.APPROVAL_PENDING.value:
+        return ticket
+    return advance_analyzed(deps, ticket_id, actor, known=ticket)
 
-    tickets.transition(deps.sessions, ticket_id, State.ANALYZED, actor=actor, payload=payload,
-                       fields=fields, within=under_lock, expect=State.DATA_FETCHED)
-    return advance_analyzed(deps, ticket_id, actor)
+
+def _pending_fields(deps: Deps, ticket: Ticket) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The event payload and the ticket fields of the move to APPROVAL_PENDING."""
+    deadline = utcnow() + timedelta(seconds=deps.settings.approval.approval_timeout_s)
+    return ({"proposal_hash": ticket.proposal_hash, "approval_deadline": deadline.isoformat()},
+            {"approval_deadline": deadline})
 
 
-def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
+def advance_analyzed(deps: Deps, ticket_id: int, actor: str,
+                     known: Ticket | None = None) -> Ticket:
     """ANALYZED -> CLOSED(no_discrepancy), DUPLICATE (everything owed is another ticket's
-    already) or APPROVAL_PENDING (also used after a crash)."""
-    ticket = tickets.get(deps.sessions, ticket_id)
+    already) or APPROVAL_PENDING (also used after a crash). ``known``: the ticket as the
+    caller last committed it (``tickets.current``)."""
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     proposal = Proposal.model_validate(ticket.proposal)
     if proposal.total() == Decimal(0) and proposal.covered:
         return _covered_elsewhere(deps, ticket, proposal, actor)
@@ -245,11 +262,9 @@ def advance_analyzed(deps: Deps, ticket_id: int, actor: str) -> Ticket:
                                   reason=Reason.NO_DISCREPANCY, actor=actor,
                                   payload={"reply": reply}, fields={"reply": reply},
                                   expect=State.ANALYZED)
-    deadline = utcnow() + timedelta(seconds=deps.settings.approval.approval_timeout_s)
+    payload, pending = _pending_fields(deps, ticket)
     return tickets.transition(deps.sessions, ticket_id, State.APPROVAL_PENDING, actor=actor,
-                              payload={"proposal_hash": ticket.proposal_hash,
-                                       "approval_deadline": deadline.isoformat()},
-                              fields={"approval_deadline": deadline}, expect=State.ANALYZED)
+                              payload=payload, fields=pending, expect=State.ANALYZED)
 
 
 def _covered_elsewhere(deps: Deps, ticket: Ticket, proposal: Proposal, actor: str) -> Ticket:

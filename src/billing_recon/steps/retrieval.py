@@ -52,9 +52,13 @@ def _reject(deps: Deps, ticket_id: int, reason: Reason, actor: str, payload: dic
                               actor=actor, payload=payload, expect=State.TRIAGED)
 
 
-def fetch_invoices(deps: Deps, ticket_id: int, actor: str) -> Ticket:
-    """TRIAGED -> DATA_FETCHED, REJECTED(...) or DUPLICATE (race-safe on the ticket key)."""
-    ticket = tickets.get(deps.sessions, ticket_id)
+def fetch_invoices(deps: Deps, ticket_id: int, actor: str,
+                   known: Ticket | None = None) -> Ticket:
+    """TRIAGED -> DATA_FETCHED, REJECTED(...) or DUPLICATE (race-safe on the ticket key).
+
+    ``known``: the ticket as the caller last committed it (``tickets.current``).
+    """
+    ticket = tickets.current(deps.sessions, ticket_id, known)
     referenced = list((ticket.triage or {}).get("invoice_ids", []))
     with deps.sessions() as session:
         customer = billing.customer_by_email(session, ticket.sender)
@@ -69,16 +73,32 @@ def fetch_invoices(deps: Deps, ticket_id: int, actor: str) -> Ticket:
     return _claim(deps, ticket_id, key, scope, actor)
 
 
+class _KeyTaken(Exception):
+    """The ticket key is another ticket's: the move to DATA_FETCHED is abandoned."""
+
+    def __init__(self, owner: int) -> None:
+        super().__init__(owner)
+        self.owner = owner
+
+
 def _claim(deps: Deps, ticket_id: int, key: str, scope: Scope, actor: str) -> Ticket:
-    """Claim the key in its own transaction: a crash after it resumes as the same owner."""
-    with deps.sessions() as session, session.begin():
-        owner = tickets.claim_key(session, key, ticket_id)
+    """Claim the key in the transaction that moves the ticket to DATA_FETCHED (a crash before
+    its commit leaves neither, and the re-run claims again); a key another ticket claimed
+    first makes this one its DUPLICATE instead."""
     fields = {"ticket_key": key, "scope": scope.as_dict(), "customer_id": scope.customer_id}
-    if owner != ticket_id:
-        return tickets.transition(
-            deps.sessions, ticket_id, State.DUPLICATE, reason=Reason.DUPLICATE, actor=actor,
-            payload={"ticket_key": key, "duplicate_of": tickets.format_ticket_id(owner)},
-            fields={**fields, "duplicate_of": owner}, expect=State.TRIAGED)
-    return tickets.transition(deps.sessions, ticket_id, State.DATA_FETCHED, actor=actor,
-                              payload={"ticket_key": key, **scope.as_dict()}, fields=fields,
-                              expect=State.TRIAGED)
+
+    def claim(session: Session, _ticket: Ticket) -> None:
+        owner = tickets.claim_key(session, key, ticket_id)
+        if owner != ticket_id:
+            raise _KeyTaken(owner)
+
+    try:
+        return tickets.transition(deps.sessions, ticket_id, State.DATA_FETCHED, actor=actor,
+                                  payload={"ticket_key": key, **scope.as_dict()},
+                                  fields=fields, within=claim, expect=State.TRIAGED)
+    except _KeyTaken as taken:
+        owner = taken.owner
+    return tickets.transition(
+        deps.sessions, ticket_id, State.DUPLICATE, reason=Reason.DUPLICATE, actor=actor,
+        payload={"ticket_key": key, "duplicate_of": tickets.format_ticket_id(owner)},
+        fields={**fields, "duplicate_of": owner}, expect=State.TRIAGED)

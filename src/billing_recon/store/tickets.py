@@ -17,6 +17,7 @@ from billing_recon.domain.ticket_id import format_ticket_id as format_ticket_id
 from billing_recon.domain.ticket_id import parse_ticket_id as parse_ticket_id
 from billing_recon.errors import ConcurrentTransition, UserInputError
 from billing_recon.store.models import Ticket, TicketEvent, TicketKeyClaim
+from billing_recon.store.new_rows import insert_new
 from billing_recon.store.types import utcnow
 
 Sessions = sessionmaker[Session]
@@ -37,6 +38,15 @@ def get(sessions: Sessions, ticket_id: int) -> Ticket:
     return ticket
 
 
+def current(sessions: Sessions, ticket_id: int, known: Ticket | None) -> Ticket:
+    """The ticket: ``known`` when the caller has it as its own last transition committed it
+    (``transition`` returns that), else read. A concurrent change meanwhile is still caught
+    by the next transition's ``expect`` guard and version lock."""
+    if known is not None and known.id == ticket_id:
+        return known
+    return get(sessions, ticket_id)
+
+
 def new_event(ticket_id: int, seq: int, kind: str, source: State | None, target: State | None,
               reason: Reason | None, actor: str, payload: dict[str, Any]) -> TicketEvent:
     """An event row of the ticket's log (the caller adds it in its transaction)."""
@@ -47,16 +57,48 @@ def new_event(ticket_id: int, seq: int, kind: str, source: State | None, target:
 
 
 def _bump(session: Session, ticket: Ticket, values: dict[str, Any]) -> int:
-    """Optimistic lock: advance the version only if nobody else did meanwhile."""
+    """Optimistic lock: advance the version only if nobody else did meanwhile.
+
+    The row comes back with the UPDATE (RETURNING) and refreshes ``ticket``, so after the
+    commit it holds exactly what a fresh read would (JSON round-tripped, timestamps as stored)
+    without reading it again.
+    """
     new_version = ticket.version + 1
-    result = session.execute(
+    updated = session.scalars(
         update(Ticket)
         .where(Ticket.id == ticket.id, Ticket.version == ticket.version)
         .values(version=new_version, updated_at=utcnow(), **values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(Ticket),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).all()
+    if len(updated) != 1:
         raise ConcurrentTransition(f"{format_ticket_id(ticket.id)} changed concurrently")
     return new_version
+
+
+def lock(session: Session, ticket_id: int, expect: State | None = None) -> Ticket:
+    """The ticket's row, locked for the rest of the caller's transaction; ``expect``: the
+    state it must be in (ConcurrentTransition otherwise: the caller read a stale ticket)."""
+    ticket = session.get(Ticket, ticket_id, with_for_update=True)
+    if ticket is None:
+        raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
+    if expect is not None and ticket.state != expect.value:
+        raise ConcurrentTransition(
+            f"{format_ticket_id(ticket_id)} is {ticket.state}, expected {expect.value}")
+    return ticket
+
+
+def move_within(session: Session, ticket: Ticket, target: State, *, actor: str,
+                reason: Reason | None = None, payload: dict[str, Any] | None = None,
+                fields: dict[str, Any] | None = None) -> None:
+    """Move a ticket the caller holds ``lock``ed, validated by the FSM, with its event, in
+    the caller's transaction; ``ticket`` then holds what the commit will (``_bump``)."""
+    source = State(ticket.state)
+    check_transition(source, target, reason)
+    values = {"state": target.value, "reason": reason.value if reason else None}
+    seq = _bump(session, ticket, {**values, **(fields or {})})
+    session.add(new_event(ticket.id, seq, "transition", source, target, reason, actor,
+                          payload or {}))
 
 
 def transition(
@@ -71,28 +113,20 @@ def transition(
     within: Callable[[Session, Ticket], None] | None = None,
     expect: State | None = None,
 ) -> Ticket:
-    """Move a ticket, validated by the FSM, with its event in the same transaction.
+    """Move a ticket, validated by the FSM, with its event in the same transaction; returns
+    the ticket as committed.
 
     ``within`` runs extra writes (ledger rows, key claims) inside that transaction.
     ``expect`` guards against acting on a stale read: the move happens only from that state.
     """
     with sessions() as session, session.begin():
-        ticket = session.get(Ticket, ticket_id, with_for_update=True)
-        if ticket is None:
-            raise UserInputError(f"no such ticket: {format_ticket_id(ticket_id)}")
-        source = State(ticket.state)
-        if expect is not None and source != expect:
-            raise ConcurrentTransition(
-                f"{format_ticket_id(ticket_id)} is {source.value}, expected {expect.value}"
-            )
-        check_transition(source, target, reason)
+        ticket = lock(session, ticket_id, expect)
+        check_transition(State(ticket.state), target, reason)
         if within is not None:
             within(session, ticket)
-        values = {"state": target.value, "reason": reason.value if reason else None}
-        seq = _bump(session, ticket, {**values, **(fields or {})})
-        session.add(new_event(ticket_id, seq, "transition", source, target, reason, actor,
-                              payload or {}))
-    return get(sessions, ticket_id)
+        move_within(session, ticket, target, actor=actor, reason=reason, payload=payload,
+                    fields=fields)
+    return ticket  # as committed (``_bump``): no read after the transition
 
 
 def note_within(session: Session, ticket: Ticket, kind: str, actor: str,
@@ -137,21 +171,18 @@ def events(sessions: Sessions, ticket_id: int, kind: str | None = None) -> list[
 
 
 def claim_key(session: Session, ticket_key: str, ticket_id: int) -> int:
-    """Claim a ticket key inside the caller's transaction; returns the owner's ticket id."""
+    """Claim a ticket key inside the caller's transaction; returns the owner's ticket id (one
+    statement when the key is free: ``store.new_rows``)."""
+    claimed = session.scalar(insert_new(session, TicketKeyClaim, {
+        "ticket_key": ticket_key, "ticket_id": ticket_id}, ["ticket_key"])
+        .returning(TicketKeyClaim.ticket_id))
+    if claimed is not None:
+        return claimed
     owner = session.scalar(select(TicketKeyClaim.ticket_id).where(
         TicketKeyClaim.ticket_key == ticket_key))
-    if owner is not None:
-        return owner
-    try:
-        with session.begin_nested():
-            session.add(TicketKeyClaim(ticket_key=ticket_key, ticket_id=ticket_id))
-    except IntegrityError:
-        owner = session.scalar(select(TicketKeyClaim.ticket_id).where(
-            TicketKeyClaim.ticket_key == ticket_key))
-        if owner is None:
-            raise
-        return owner
-    return ticket_id
+    if owner is None:  # claims are never deleted: the owner's claim must be there
+        raise ConcurrentTransition(f"ticket key {ticket_key} is claimed but has no owner")
+    return owner
 
 
 def in_state(sessions: Sessions, *states: State) -> list[Ticket]:
