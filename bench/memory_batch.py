@@ -160,12 +160,14 @@ def client(lab_: run.Lab, database: str, emails: list[Path], warmup: Path,
     barrier = Path(tempfile.mkdtemp(dir=lab_.home, prefix="memory-"))
     listing, log_path = barrier / "emails.txt", barrier / "client.log"
     listing.write_text("\n".join(map(str, emails)))
-    with log_path.open("ab") as log:
+    # stdout to a file, not a pipe: the client's last line (a state per email, about 800 KB at
+    # 10,000) would fill a pipe nobody reads while this process samples, and hang both
+    with log_path.open("ab") as log, (barrier / "client.out").open("wb") as out:
         process = subprocess.Popen(
             [run.PYTHON, str(HERE / "ticket_runner.py"), "batch", str(listing), "--warmup",
              str(warmup), "--barrier", str(barrier)],
             env=lab_.env(database, "shipped", {**run.SHIPPED_CLIENT, **extra}),
-            cwd=lab_.home, stdout=subprocess.PIPE, stderr=log)
+            cwd=lab_.home, stdout=out, stderr=log)
         try:
             while not any(barrier.glob("ready-*")):
                 if process.poll() is not None:
@@ -194,7 +196,8 @@ def measure(lab_: run.Lab, count: int, checkpoints: list[int], extra: dict[str, 
             _progress(0, count, 0.0, watch.base)
             (barrier / "go").touch()
             watch_batch(proc, server.process.pid, database, watch, count, trace)
-            out = proc.communicate()[0]
+            proc.wait()
+            out = (barrier / "client.out").read_bytes()
             if proc.returncode != 0:
                 raise RuntimeError(f"client failed ({proc.returncode}):\n"
                                    f"{log.read_text()[-3000:]}")

@@ -333,9 +333,13 @@ def _chunks(items: list[Path], parts: int) -> list[list[Path]]:
 def ticket_cost(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> None:
     """Section 1: the same tickets through each variant, interleaved in rounds."""
     peers = list(PEERS) if peers_installed() else []
+    goal = "goal: peers side by side, per ticket and per batch (issue 19)"
     if not peers:
-        report.add("1", "peers (LangGraph, DBOS)", "not measured",
-                   "install the bench extra: pip install -c constraints.txt -e '.[bench]'")
+        report.add("1", goal, "not measured", "MISSED here: install the bench extra: "
+                   "pip install -c constraints.txt -e '.[bench]'")
+    else:
+        report.add("1", goal, "LangGraph (SQLite, PostgreSQL), DBOS", "HOLDS: their rows in "
+                   "this section and in section 2")
     variants = [*VARIANTS[:-1], *(PROPOSALS if proposals else ()), *peers, VARIANTS[-1]]
     if sizes.baseline:
         variants.insert(2, baseline_variant(lab_, sizes.baseline))
