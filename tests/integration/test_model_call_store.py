@@ -5,12 +5,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.domain.email import parse_email
 from billing_recon.store import inbox, model_calls
 from billing_recon.store.models import ModelCall
+from tests.sql_statements import statement_kinds
 
 RAW = b"From: a@x.com\r\nSubject: hi\r\nMessage-ID: <m1@x>\r\n\r\nINV-000001\r\n"
 
@@ -57,15 +58,6 @@ def test_the_same_call_recorded_concurrently_is_one_row(sessions: sessionmaker[S
 def test_a_new_call_is_recorded_in_one_statement_without_a_savepoint(
         sessions: sessionmaker[Session]) -> None:
     tid = inbox.open_ticket(sessions, parse_email(RAW), None).ticket.id
-    seen: list[str] = []
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        seen.append(sql.split()[0].upper())
-
-    engine = sessions.kw["bind"]
-    event.listen(engine, "before_cursor_execute", statement)
-    try:
+    with statement_kinds(sessions) as seen:
         _record(sessions, _call(tid))
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
     assert seen == ["INSERT"]

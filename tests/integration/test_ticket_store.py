@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing_recon.domain.email import parse_email
@@ -19,6 +19,7 @@ from billing_recon.store import inbox, tickets
 from billing_recon.store.models import InboundEmail, Ticket, TicketEvent
 from billing_recon.store.types import utcnow
 from tests.bad_mail import INTAKE, corpus, oversized_email
+from tests.sql_statements import statement_kinds
 
 RAW = b"From: a@x.com\r\nSubject: hi\r\nMessage-ID: <m1@x>\r\n\r\nINV-000001\r\n"
 
@@ -71,17 +72,8 @@ def test_transition_returns_the_ticket_exactly_as_a_fresh_read_gives_it(
 def test_transition_reads_the_ticket_once_and_not_again_after_its_commit(
         sessions: sessionmaker[Session]) -> None:
     tid = _open(sessions)
-    seen: list[str] = []
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        seen.append(sql.split()[0].upper())
-
-    engine = sessions.kw["bind"]
-    event.listen(engine, "before_cursor_execute", statement)
-    try:
+    with statement_kinds(sessions) as seen:
         tickets.transition(sessions, tid, State.TRIAGED, actor="t")
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
     assert seen == ["SELECT", "UPDATE", "INSERT"]
 
 
@@ -155,18 +147,8 @@ def test_a_taken_ticket_key_stays_its_first_owners(sessions: sessionmaker[Sessio
 def test_a_free_ticket_key_is_claimed_in_one_statement_without_a_savepoint(
         sessions: sessionmaker[Session]) -> None:
     tid = _open(sessions)
-    seen: list[str] = []
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        seen.append(sql.split()[0].upper())
-
-    engine = sessions.kw["bind"]
-    event.listen(engine, "before_cursor_execute", statement)
-    try:
-        with sessions() as session, session.begin():
-            assert tickets.claim_key(session, "key-1", tid) == tid
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
+    with statement_kinds(sessions) as seen, sessions() as session, session.begin():
+        assert tickets.claim_key(session, "key-1", tid) == tid
     assert seen == ["INSERT"]
 
 
