@@ -22,6 +22,7 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 CHROMIUM = os.environ.get("BILLING_RECON_CHROMIUM", "/usr/bin/chromium")
 # Headless, no sandbox (root in CI), and nothing that reaches for the network on its own.
@@ -134,7 +135,17 @@ def _set_switch(switch: Locator, on: bool) -> None:
     expect(switch).to_have_attribute("aria-checked", "true" if on else "false")
 
 
+#: How long the UI may take to accept a form: the server validates the input against the
+#: run's schema and moves the run on, which under a full test suite's load (two workers,
+#: servers, this browser) once took longer than playwright's default 20 s.
+ACCEPT_TIMEOUT_MS = 60_000
+
+
 def submit(dialog: Locator) -> None:
-    """Press the dialog's "Resume" button and wait until the UI has accepted the input."""
+    """Press the dialog's "Resume" button and wait until the UI has accepted the input; if it
+    does not, fail with what the dialog shows (a refused form says why there)."""
     dialog.get_by_role("button", name="Resume", exact=True).click()
-    dialog.wait_for(state="hidden")
+    try:
+        dialog.wait_for(state="hidden", timeout=ACCEPT_TIMEOUT_MS)
+    except PlaywrightTimeoutError as exc:
+        raise AssertionError(f"the Resume dialog stayed open: {dialog.inner_text()!r}") from exc
