@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect.context import FlowRunContext
+from prefect.utilities.collections import visit_collection
 
 
 def in_deployment() -> bool:
@@ -18,13 +19,16 @@ def flow_run_id() -> str | None:
 
 
 def forget_result(value: object) -> None:
-    """Drop the current flow run's link to the task that returned ``value``.
+    """Drop the current flow run's links to the task or subflow that returned ``value``.
 
-    Prefect remembers, for the whole run, which task returned each object a flow holds (to draw
-    a task's result going into a later call as a dependency). A batch passes every opened
-    ticket's id on to that ticket's run once, then never again: forgetting the link after that
-    keeps a batch of 10,000 tickets from holding 10,000 of them.
+    Prefect remembers, for the whole run, which task or subflow returned each object a flow
+    holds, and each item one level inside it (to draw a result going into a later call as a
+    dependency). A batch passes every opened ticket's id on to that ticket's run once, and
+    keeps each ticket's result only to return it: forgetting the links after that keeps a
+    batch of 10,000 tickets from holding tens of thousands of them. The same walk as
+    Prefect's own linking (``link_state_to_result``) finds them.
     """
     context = FlowRunContext.get()
     if context is not None:
-        context.run_results.pop(id(value), None)
+        visit_collection(value, lambda item: context.run_results.pop(id(item), None),
+                         max_depth=1)
