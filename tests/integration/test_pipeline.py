@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
 
 from billing_recon import pipeline, runtime
 from billing_recon.domain.fsm import State
@@ -22,6 +21,7 @@ from billing_recon.store import commitments, tickets
 from billing_recon.store.csv_loader import load_directory
 from billing_recon.store.models import Ticket, TicketKeyClaim
 from billing_recon.store.sample_data import generate
+from tests.sql_statements import commits, statements
 
 
 @pytest.fixture
@@ -54,22 +54,8 @@ def _columns(ticket: Ticket) -> dict[str, Any]:
     return {c.key: getattr(ticket, c.key) for c in Ticket.__table__.columns}
 
 
-class _TicketRowStatements:
-    """Counts reads of one ticket row by its id, and updates of ticket rows."""
-
-    READ = re.compile(r"FROM tickets\s+WHERE tickets\.id = ")
-
-    def __init__(self, engine: Engine) -> None:
-        self.reads = self.updates = 0
-        self._engine = engine
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self.reads += bool(self.READ.search(statement))
-        self.updates += statement.startswith("UPDATE tickets")
-
-    def close(self) -> None:
-        event.remove(self._engine, "before_cursor_execute", self._seen)
+#: A read of one ticket row by its id.
+TICKET_READ = re.compile(r"FROM tickets\s+WHERE tickets\.id = ")
 
 
 def test_each_step_starts_from_the_ticket_the_previous_one_committed(
@@ -77,14 +63,13 @@ def test_each_step_starts_from_the_ticket_the_previous_one_committed(
     deps, inbox, truth = sample_world
     path = next(p for p in sorted(inbox.glob("*.eml"))
                 if truth[p.name]["expected_state"] == "APPROVAL_PENDING")
-    counted = _TicketRowStatements(deps.sessions.kw["bind"])
-    try:
+    with statements(deps.sessions) as seen:
         ticket = pipeline.process_email(deps, path.read_bytes(), str(path))
-    finally:
-        counted.close()
+    reads = sum(bool(TICKET_READ.search(sql)) for sql in seen)
+    updates = sum(sql.startswith("UPDATE tickets") for sql in seen)
     assert ticket.state == "APPROVAL_PENDING"
     # the ticket's row is read only under the lock of writes to it (transitions, events)
-    assert 0 < counted.reads <= counted.updates
+    assert 0 < reads <= updates
 
 
 def test_the_ticket_key_is_claimed_in_the_commit_that_moves_to_data_fetched(
@@ -94,14 +79,9 @@ def test_the_ticket_key_is_claimed_in_the_commit_that_moves_to_data_fetched(
                 if truth[p.name]["expected_state"] == "APPROVAL_PENDING")
     ticket = intake.open_ticket(deps, path.read_bytes(), str(path)).ticket
     ticket = pipeline.step(deps, ticket)
-    commits: list[object] = []
-    engine, committed = deps.sessions.kw["bind"], commits.append
-    event.listen(engine, "commit", committed)
-    try:
+    with commits(deps.sessions) as committed:
         fetched = pipeline.step(deps, ticket)
-    finally:
-        event.remove(engine, "commit", committed)
-    assert (fetched.state, len(commits)) == ("DATA_FETCHED", 1)
+    assert (fetched.state, len(committed)) == ("DATA_FETCHED", 1)
     with deps.sessions() as session:
         assert session.get(TicketKeyClaim, fetched.ticket_key).ticket_id == fetched.id
 
@@ -115,15 +95,11 @@ def test_a_proposed_refund_awaits_approval_in_the_commit_that_records_it(
     while ticket.state != "DATA_FETCHED":
         ticket = pipeline.step(deps, ticket)
     analysis = reconciliation.analysis_attempt(deps, ticket.id, "test")
-    commits: list[object] = []
-    engine, committed = deps.sessions.kw["bind"], commits.append
-    commitments.prepare(engine)  # the first proposal of a process creates a table first
-    event.listen(engine, "commit", committed)
-    try:
+    # the first proposal of a process creates a table first: not the commit counted here
+    commitments.prepare(deps.sessions.kw["bind"])
+    with commits(deps.sessions) as committed:
         pending = reconciliation.verify_proposal(deps, ticket.id, analysis, "test")
-    finally:
-        event.remove(engine, "commit", committed)
-    assert (pending.state, len(commits)) == ("APPROVAL_PENDING", 1)
+    assert (pending.state, len(committed)) == ("APPROVAL_PENDING", 1)
     moves = tickets.events(deps.sessions, ticket.id, "transition")
     assert [e.to_state for e in moves][-2:] == ["ANALYZED", "APPROVAL_PENDING"]
     assert moves[-1].payload["proposal_hash"] == pending.proposal_hash is not None
