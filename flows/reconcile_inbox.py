@@ -78,11 +78,8 @@ async def _admit(ids: list[int], run: Callable[[int], Awaitable[dict[str, Any]]]
         forget_result(result)  # kept below only to be returned
         return result
 
-    def start(ticket_id: int) -> asyncio.Task[dict[str, Any]]:
-        return asyncio.create_task(one(ticket_id))
-
     senders = await in_thread(tickets.senders, deps().sessions, ids)
-    return await admit([(i, senders[i]) for i in ids], width, start, settle, progress.advance)
+    return await admit([(i, senders[i]) for i in ids], width, one, settle, progress.advance)
 
 
 async def _run_here(ids: list[int], wait_s: float, progress: Progress) -> list[Any]:

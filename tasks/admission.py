@@ -14,20 +14,20 @@ other customers share no money and run side by side.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
 from billing_recon.domain.addresses import normalise_email
 
 T = TypeVar("T")
 
-#: Start a ticket's run; the task ends with the run.
-Start = Callable[[int], "asyncio.Task[T]"]
+#: A ticket's run, to its end.
+Run = Callable[[int], Coroutine[Any, Any, T]]
 #: Return once the ticket's run has finished or waits for a decision.
 Settle = Callable[[int, "asyncio.Task[Any]"], Awaitable[None]]
 
 
-async def admit(tickets: Sequence[tuple[int, str]], width: int, start: Start[T],
+async def admit(tickets: Sequence[tuple[int, str]], width: int, run_ticket: Run[T],
                 settle: Settle, on_settled: Callable[[], Awaitable[None]] | None = None,
                 ) -> list[T | BaseException]:
     """Run ``(ticket id, sender)`` pairs as described above; each run's result (or the
@@ -75,7 +75,7 @@ async def admit(tickets: Sequence[tuple[int, str]], width: int, start: Start[T],
             if failed:
                 raise failed[0]
             done = last[mailbox] = asyncio.Event()
-            run = start(ticket_id)
+            run = asyncio.create_task(run_ticket(ticket_id))
             run.add_done_callback(collect(index))
             keep(run)
             keep(asyncio.create_task(watch(ticket_id, run, mailbox, done)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Coroutine
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -114,9 +115,9 @@ def _execute(flow: Flow[..., Any], flow_run: FlowRun,
 
 def _with_settings(settings: SettingsContext | None,
                    coroutine: Coroutine[Any, Any, State[Any]]) -> State[Any]:
-    if settings is None:
-        return asyncio.run(coroutine)
-    with SettingsContext(profile=settings.profile, settings=settings.settings):
+    scope = nullcontext() if settings is None else SettingsContext(
+        profile=settings.profile, settings=settings.settings)
+    with scope:
         return asyncio.run(coroutine)
 
 

@@ -19,18 +19,17 @@ class Runs:
         self.started: list[int] = []
         self.widest = 0
         self.settled = 0
-        self.tasks: dict[int, asyncio.Task[dict[str, Any]]] = {}
+        self.tasks: dict[int, asyncio.Task[Any]] = {}
 
-    def start(self, ticket_id: int) -> asyncio.Task[dict[str, Any]]:
-        self.gates[ticket_id] = asyncio.Event()
+    async def run(self, ticket_id: int) -> dict[str, Any]:
+        gate = self.gates[ticket_id] = asyncio.Event()
         self.running.add(ticket_id)
         self.started.append(ticket_id)
         self.widest = max(self.widest, len(self.running))
-        self.tasks[ticket_id] = asyncio.create_task(self._run(ticket_id))
-        return self.tasks[ticket_id]
-
-    async def _run(self, ticket_id: int) -> dict[str, Any]:
-        await self.gates[ticket_id].wait()
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks[ticket_id] = task
+        await gate.wait()
         self.running.discard(ticket_id)
         if ticket_id == 99:
             raise RuntimeError("run 99 failed")
@@ -56,7 +55,7 @@ def test_up_to_width_tickets_of_different_customers_run_at_once() -> None:
     async def scenario() -> tuple[Runs, list[Any]]:
         runs = Runs()
         batch = [(i, f"customer{i}@example.com") for i in range(1, 8)]
-        admitted = asyncio.create_task(admit(batch, 3, runs.start, runs.settle, runs.counted))
+        admitted = asyncio.create_task(admit(batch, 3, runs.run, runs.settle, runs.counted))
         await settle_loop()
         assert runs.running == {1, 2, 3}  # the fourth waits for a free place
         await runs.finish(2)
@@ -76,7 +75,7 @@ def test_one_at_a_time_with_width_one() -> None:
     async def scenario() -> Runs:
         runs = Runs()
         batch = [(i, f"c{i}@example.com") for i in range(1, 5)]
-        admitted = asyncio.create_task(admit(batch, 1, runs.start, runs.settle))
+        admitted = asyncio.create_task(admit(batch, 1, runs.run, runs.settle))
         for ticket_id in range(1, 5):
             await settle_loop()
             assert runs.running == {ticket_id}
@@ -95,7 +94,7 @@ def test_a_customers_tickets_wait_for_each_other_in_arrival_order() -> None:
         runs = Runs()
         batch = [(1, "ann@example.com"), (2, "bob@example.com"), (3, "ANN+billing@example.com"),
                  (4, "cy@example.com")]
-        admitted = asyncio.create_task(admit(batch, 4, runs.start, runs.settle))
+        admitted = asyncio.create_task(admit(batch, 4, runs.run, runs.settle))
         await settle_loop()
         assert runs.running == {1, 2}  # 3 is Ann's again: it waits for 1; 4 comes after 3
         await runs.finish(2)
@@ -114,7 +113,7 @@ def test_a_failed_run_is_its_result_and_the_others_go_on() -> None:
     async def scenario() -> list[Any]:
         runs = Runs()
         admitted = asyncio.create_task(admit([(99, "a@x.test"), (2, "b@x.test")], 2,
-                                             runs.start, runs.settle))
+                                             runs.run, runs.settle))
         await settle_loop()
         await runs.finish(99)
         await runs.finish(2)
@@ -135,7 +134,7 @@ def test_a_failed_settle_check_stops_the_batch_and_cancels_its_runs() -> None:
             await asyncio.wait([run])
 
         admitted = asyncio.create_task(admit([(1, "a@x.test"), (2, "b@x.test"),
-                                              (3, "c@x.test")], 2, runs.start, broken))
+                                              (3, "c@x.test")], 2, runs.run, broken))
         await settle_loop()
         with pytest.raises(ConnectionError, match="database gone"):
             await admitted
@@ -150,4 +149,4 @@ def test_a_failed_settle_check_stops_the_batch_and_cancels_its_runs() -> None:
 def test_width_must_be_positive() -> None:
     runs = Runs()
     with pytest.raises(ValueError, match="at least 1"):
-        asyncio.run(admit([(1, "a@x.test")], 0, runs.start, runs.settle))
+        asyncio.run(admit([(1, "a@x.test")], 0, runs.run, runs.settle))
