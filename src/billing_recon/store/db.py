@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc, inspect, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransactionOrigin, sessionmaker
 
 from billing_recon.errors import UserInputError
 
@@ -93,9 +93,39 @@ def _check_idle_connection(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         raise exc.InvalidatePoolError(f"stale pooled connection: {error}") from error
 
 
+class BillingSession(Session):
+    """A session whose reads outside ``begin()`` open no transaction on PostgreSQL.
+
+    Every write here runs inside an explicit ``session.begin()`` (or ``transaction``); a
+    session used without one only reads. On PostgreSQL such a read session used to cost a
+    BEGIN and a ROLLBACK round trip around its statements, and each ROLLBACK made psycopg
+    drop its prepared statements (so none was ever prepared). Its statements now run in
+    autocommit, on the same pool: the same data at READ COMMITTED, where each statement
+    already saw its own snapshot. SQLite's driver opens no transaction for a read anyway.
+    An ORM write (a flush) outside ``begin()`` is an error on either database: it was never
+    committed, and would now not be seen by the session's own reads.
+    """
+
+    def __init__(self, *args: Any, reads: Engine | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reads = reads
+
+    def get_bind(self, mapper: Any = None, *, clause: Any = None, **kw: Any) -> Any:
+        bind = super().get_bind(mapper, clause=clause, **kw)
+        begun = self.get_transaction()
+        if begun is not None and begun.origin is not SessionTransactionOrigin.AUTOBEGIN:
+            return bind
+        if self._flushing:
+            raise exc.InvalidRequestError("a write outside session.begin() would never be "
+                                          "committed: open the transaction explicitly")
+        return bind if self._reads is None else self._reads
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A session factory that keeps loaded objects usable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """A session factory that keeps loaded objects usable after commit (``BillingSession``)."""
+    reads = (engine.execution_options(isolation_level="AUTOCOMMIT")
+             if engine.dialect.name == "postgresql" else None)
+    return sessionmaker(engine, expire_on_commit=False, class_=BillingSession, reads=reads)
 
 
 @contextmanager
