@@ -68,7 +68,7 @@ class Sizes:
     lookups: int = 200
     memory: tuple[int, ...] = (1000, 10000)  # bench/memory_batch.py's checkpoints; the last
     # is its batch's size (() leaves it out)
-    baseline: str | None = None  # section 1: also our flow as shipped from this checkout
+    baseline: str | None = None  # sections 1 and 2: also this checkout's flow and batch
 
 
 QUICK = Sizes(tickets=36, rounds=1, batch_compare=(24,), batch=96, growth_from=24,
@@ -319,10 +319,14 @@ def baseline_variant(lab_: Lab, spec: str) -> Variant:
     """Our flow as shipped, run from another checkout's code (a folder or a git ref: its
     flows, tasks and core on PYTHONPATH ahead of this one's; bench/checkouts.py), against the
     same shipped server: this checkout's changes side by side with what they replace."""
-    scratch = Path(tempfile.mkdtemp(dir=lab_.home, prefix="baseline-"))
-    links = checkouts.package_links(checkouts.tree_of(spec, scratch), scratch)
     return (f"our flow as shipped, at {spec}", "shipped", "shipped",
-            {**SHIPPED_CLIENT, "BENCH_CODE": str(links)})
+            {**SHIPPED_CLIENT, "BENCH_CODE": baseline_code(lab_, spec)})
+
+
+def baseline_code(lab_: Lab, spec: str) -> str:
+    """Another checkout's packages, for PYTHONPATH ahead of this one's (bench/checkouts.py)."""
+    scratch = Path(tempfile.mkdtemp(dir=lab_.home, prefix="baseline-"))
+    return str(checkouts.package_links(checkouts.tree_of(spec, scratch), scratch))
 
 
 def _chunks(items: list[Path], parts: int) -> list[list[Path]]:
@@ -418,6 +422,12 @@ def batch(lab_: Lab, sizes: Sizes, report: Report, proposals: bool) -> None:
     plan += [(f"reconcile-inbox, {width} in flight", "batch", "shipped", small, 1,
               {**SHIPPED_CLIENT, "BILLING_RECON_BATCH_IN_FLIGHT": str(width)})
              for width in IN_FLIGHT]
+    if sizes.baseline:  # the widest-gaining width again, from the other checkout's code
+        plan += [(f"baseline: 4 in flight, at {sizes.baseline}", "batch", "shipped", small, 1,
+                  {**SHIPPED_CLIENT, "BILLING_RECON_BATCH_IN_FLIGHT": "4",
+                   "BENCH_CODE": baseline_code(lab_, sizes.baseline)}),
+                 ("reconcile-inbox, 4 in flight, again", "batch", "shipped", small, 1,
+                  {**SHIPPED_CLIENT, "BILLING_RECON_BATCH_IN_FLIGHT": "4"})]
     if proposals:  # side by side at the growth size: 2 worker processes
         plan += [("proposal: 2 worker processes", "batch", "shipped", small, 2,
                   SHIPPED_CLIENT)]
@@ -670,7 +680,8 @@ def main() -> int:
     parser.add_argument("--memory", help="section 2: the memory batch's checkpoints, e.g. "
                         "1000,10000 (the default; --quick 100,1000; '' leaves it out)")
     parser.add_argument("--baseline", help="section 1: also our flow as shipped from this git "
-                        "ref or folder, interleaved with this checkout's (e.g. main)")
+                        "ref or folder, interleaved with this checkout's (e.g. main); section 2: "
+                        "also its batch at 4 in flight, between two of this checkout's")
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     if args.tickets:
