@@ -56,8 +56,8 @@ import proctree  # noqa: E402
 import psycopg  # noqa: E402
 import run  # noqa: E402
 
-FULL = (1000, 10000)
-QUICK = (100, 1000)
+FULL = run.MEMORY_GOAL
+QUICK = run.QUICK.memory
 FLAT_MB_PER_1000 = 2.0
 SAMPLE_S = 0.5
 PROGRESS_S = 10.0

@@ -74,7 +74,7 @@ class Sizes:
 QUICK = Sizes(tickets=36, rounds=1, batch_compare=(24,), batch=96, growth_from=24,
               lines=100_000, invoices=100_000, customers=10_000, lookups=100,
               memory=(100, 1000))
-MEMORY_GOAL = (1000, 10000)  # issue 19, goal 5: peak RSS at 1,000 and 10,000 tickets
+MEMORY_GOAL = Sizes().memory  # issue 19, goal 5: peak RSS at 1,000 and 10,000 tickets
 MEMORY_IN_FLIGHT = 4  # the memory batch runs this many tickets at once: the same code, sooner
 
 
@@ -487,12 +487,16 @@ def memory(sizes: Sizes, report: Report) -> None:
         return
     first, last = r["checkpoints"][0]["tickets"], r["checkpoints"][-1]["tickets"]
     per = v["mb_per_1000"]
-    sized = "" if (first, last) == MEMORY_GOAL else "; not the goal's 1,000 -> 10,000"
-    report.add("2", goal, f"{'flat' if v['flat'] else 'linear'}: client {per['client']:+.1f}, "
-               f"server {per['server']:+.1f} MB/1,000",
-               ("HOLDS" if v["flat"] else "MISSED") + f" ({first:,} -> {last:,} tickets{sized};"
-               f" {v['rule'].split(' from ')[0]})"
-               + (f"; {r['wrong_outcomes']} WRONG OUTCOMES" if r["wrong_outcomes"] else ""))
+    growth = f"client {per['client']:+.1f}, server {per['server']:+.1f} MB/1,000"
+    wrong = f"; {r['wrong_outcomes']} WRONG OUTCOMES" if r["wrong_outcomes"] else ""
+    if (first, last) != MEMORY_GOAL:  # e.g. --quick: the server is still warming up
+        report.add("2", goal, growth, f"MISSED: not judged at {first:,} -> {last:,} tickets "
+                   "(the Prefect server's bounded caches are still filling: docs/benchmarks.md, "
+                   "goal 5); the goal's checkpoints are 1,000 and 10,000" + wrong)
+        return
+    report.add("2", goal, f"{'flat' if v['flat'] else 'linear'}: {growth}",
+               ("HOLDS" if v["flat"] else "MISSED") + f" ({first:,} -> {last:,} tickets;"
+               f" {v['rule'].split(' from ')[0]})" + wrong)
 
 
 def _growth(report: Report, run: dict[str, Any], first: int) -> None:
