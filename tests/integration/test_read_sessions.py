@@ -3,7 +3,7 @@
 store.db.BillingSession sends a session's statements outside an explicit ``begin()`` through
 an autocommit engine on the same pool, so a read costs no BEGIN and ROLLBACK round trips.
 These tests hold it to that and to what must not change: an explicit transaction is still
-one transaction, an ORM flush never autocommits, and a connection goes back to the pool
+one transaction, a write outside ``begin()`` is refused, and a connection goes back to the pool
 transactional.
 """
 
@@ -15,7 +15,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,3 +80,28 @@ def test_an_orm_write_outside_begin_is_refused(sessions: sessionmaker[Session]) 
         with pytest.raises(InvalidRequestError, match=r"outside session\.begin"):
             session.flush()
     assert _customers(sessions) == 0
+
+
+def test_a_write_statement_outside_begin_is_refused(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session, session.begin():
+        session.add(Customer(**ADA))
+    with sessions() as session:  # in autocommit, this UPDATE would commit at once
+        with pytest.raises(InvalidRequestError, match=r"outside session\.begin"):
+            session.execute(update(Customer).values(name="Eve"))
+        with pytest.raises(InvalidRequestError, match=r"outside session\.begin"):
+            session.execute(delete(Customer))
+    with sessions() as session:
+        assert session.scalars(select(Customer.name)).all() == ["Ada"]
+
+
+def test_a_locking_read_outside_begin_is_refused(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session, session.begin():
+        session.add(Customer(**ADA))
+    with sessions() as session:  # in autocommit, the row lock would end with the statement
+        with pytest.raises(InvalidRequestError, match=r"outside session\.begin"):
+            session.get(Customer, "C1", with_for_update=True)
+        with pytest.raises(InvalidRequestError, match=r"outside session\.begin"):
+            session.scalar(select(Customer).with_for_update())
+    with sessions() as session, session.begin():
+        locked = session.get(Customer, "C1", with_for_update=True)
+        assert locked is not None and locked.name == "Ada"

@@ -102,8 +102,9 @@ class BillingSession(Session):
     drop its prepared statements (so none was ever prepared). Its statements now run in
     autocommit, on the same pool: the same data at READ COMMITTED, where each statement
     already saw its own snapshot. SQLite's driver opens no transaction for a read anyway.
-    An ORM write (a flush) outside ``begin()`` is an error on either database: it was never
-    committed, and would now not be seen by the session's own reads.
+    A write outside ``begin()`` (an ORM flush, an INSERT, UPDATE or DELETE statement) is an
+    error on either database: it was never committed, and in autocommit it would be at once.
+    So is a locking read (``FOR UPDATE``): its lock would end with its own statement.
     """
 
     def __init__(self, *args: Any, reads: Engine | None = None, **kwargs: Any) -> None:
@@ -115,9 +116,12 @@ class BillingSession(Session):
         begun = self.get_transaction()
         if begun is not None and begun.origin is not SessionTransactionOrigin.AUTOBEGIN:
             return bind
-        if self._flushing:
+        if self._flushing or getattr(clause, "is_dml", False):
             raise exc.InvalidRequestError("a write outside session.begin() would never be "
                                           "committed: open the transaction explicitly")
+        if getattr(clause, "_for_update_arg", None) is not None:
+            raise exc.InvalidRequestError("a locking read outside session.begin() would hold "
+                                          "its lock for no transaction: open it explicitly")
         return bind if self._reads is None else self._reads
 
 
