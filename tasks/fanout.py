@@ -22,6 +22,7 @@ import contextvars
 from collections.abc import Coroutine
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
@@ -83,12 +84,17 @@ async def orphaned(client: PrefectClient, run: FlowRun) -> bool:
     return executor.state is None or executor.state.is_final()
 
 
-async def _has_active_run(client: PrefectClient, tag: str) -> bool:
-    """Whether a live run holds the ticket; orphans of dead batches are marked Crashed."""
+async def _has_active_run(client: PrefectClient, tag: str, opened: datetime) -> bool:
+    """Whether a live run holds the ticket opened at ``opened``; orphans of dead batches are
+    marked Crashed. A run created before the ticket existed is another ticket's with the same
+    number: another billing database on the same Prefect server (a demo run again on a fresh
+    database while the managed server keeps the last one's paused runs). It is left alone."""
     flow_runs = FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]),
                               state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ACTIVE)))
     live = False
     for run in await client.read_flow_runs(flow_run_filter=flow_runs):
+        if run.created is not None and run.created < opened:
+            continue
         if await orphaned(client, run):
             await client.set_flow_run_state(run.id, Crashed(
                 message="The batch process running it ended; a later batch ran the ticket "
@@ -149,7 +155,7 @@ class TicketRuns:
             return {**result, "skipped": "settled"}
         tag = f"ticket:{name}"
         async with get_client() as client:
-            if await _has_active_run(client, tag):
+            if await _has_active_run(client, tag, ticket.created_at):
                 return {**result, "skipped": "a run is already active"}
             run = await client.create_flow_run_from_deployment(
                 self.deployment_id, tags=[tag, self.batch_tag], state=Pending(),

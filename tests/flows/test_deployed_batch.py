@@ -27,6 +27,7 @@ from prefect.flow_runs import aresume_flow_run
 from prefect.states import Cancelled, Pending, Running
 
 from billing_recon.domain.fsm import State
+from billing_recon.steps import intake
 from billing_recon.steps.deps import Deps
 from billing_recon.store import tickets
 from billing_recon_flows.process_ticket import process_ticket
@@ -126,11 +127,11 @@ async def test_a_ticket_run_left_running_by_a_dead_batch_is_crashed_and_run_agai
     the next batch marks it Crashed and runs the ticket again from its committed state. A
     live run of a ticket (here one no batch executed) is left alone."""
     inbox, hello, owed = _inbox(tmp_path)
+    _open(world, inbox)  # T-000001 and T-000002, before the runs that hold them
     async with get_client() as client:
         first = await client.create_flow_run_from_deployment(
             deployments["batch"], parameters={"inbox": str(tmp_path)}, state=Pending())
         await client.set_flow_run_state(first.id, Cancelled(), force=True)  # it died
-        # T-000001 and T-000002: the tickets the batch will open for the two emails.
         orphan = await client.create_flow_run_from_deployment(
             deployments["ticket"], tags=["ticket:T-000002", f"{BATCH_TAG}{first.id}"],
             state=Pending())
@@ -151,6 +152,31 @@ async def test_a_ticket_run_left_running_by_a_dead_batch_is_crashed_and_run_agai
     closed, pending = (tickets.find_by_email(world.sessions, e) for e in (hello, owed))
     assert closed is not None and closed.state == State.RECEIVED.value  # its live run has it
     assert pending is not None and pending.state == State.APPROVAL_PENDING.value
+
+
+async def test_a_live_run_created_before_the_ticket_existed_does_not_hold_it(
+        world: Deps, tmp_path: Path, deployments: dict[str, UUID]) -> None:
+    """A paused run tagged T-000001 left by another billing database on the same server (the
+    demo run again on a fresh database) is another ticket's: this database's T-000001, opened
+    after it, runs; the old run is left as it was."""
+    async with get_client() as client:
+        other = await client.create_flow_run_from_deployment(
+            deployments["ticket"], tags=["ticket:T-000001", "ticket:T-000002"],
+            state=Pending())
+        await client.set_flow_run_state(other.id, Running(), force=True)
+        inbox, hello, owed = _inbox(tmp_path)
+        batch = await _batch(client, deployments["batch"], inbox)
+        assert batch.state is not None and batch.state.is_completed(), batch.state
+        untouched = await client.read_flow_run(other.id)
+        assert untouched.state is not None and untouched.state.is_running()
+    closed, pending = (tickets.find_by_email(world.sessions, e) for e in (hello, owed))
+    assert closed is not None and closed.state == State.CLOSED.value
+    assert pending is not None and pending.state == State.APPROVAL_PENDING.value
+
+
+def _open(world: Deps, inbox: Path) -> None:
+    for path in sorted(inbox.glob("*.eml")):
+        intake.open_ticket(world, path.read_bytes(), str(path))
 
 
 async def test_ticket_runs_get_the_prefect_settings_the_batch_runs_with(
